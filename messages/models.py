@@ -1,0 +1,26 @@
+from django.db import models
+
+
+class Message(models.Model):
+    """A stored message. Rows arrive only through messages.services.messages_persist.
+
+    Text columns have no length limit in the database: limits are settings enforced at the
+    edge (messages.validation), so raising one needs no migration.
+    """
+
+    # A UUIDv7 minted when the web process accepts the message: time-ordered, so the
+    # primary-key index grows at its right edge, and known before any database write, so
+    # inserting it again is a no-op (ON CONFLICT DO NOTHING).
+    id = models.UUIDField(primary_key=True)
+    username = models.TextField(db_index=True)
+    city = models.TextField()
+    state = models.TextField()
+    message = models.TextField()
+    accepted_at = models.DateTimeField(help_text="When the web process accepted the message.")
+    stored_at = models.DateTimeField(help_text="When a worker stored it.")
+
+    class Meta:
+        db_table = "message"
+
+    def __str__(self) -> str:
+        return f"{self.username}@{self.city}, {self.state}: {self.message[:40]}"

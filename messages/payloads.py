@@ -1,0 +1,146 @@
+"""Reading message data out of HTTP requests: JSON, forms, query strings, NDJSON.
+
+Every failure is an ApiError with a 4xx status: a malformed request never becomes a 500.
+Text is decoded strictly as UTF-8, because Django's own form parsing would silently replace
+invalid bytes and PostgreSQL rejects what cannot be decoded.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from project.http import ApiError
+
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+FORM_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_TYPE = "multipart/form-data"
+
+
+def _media_type(request: HttpRequest) -> str:
+    return (request.META.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type in JSON_TYPES or media_type.endswith("+json")
+
+
+def body_read(request: HttpRequest, max_bytes: int) -> bytes:
+    """The request body, refusing with 413 anything over max_bytes before reading it."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError(400, "bad_content_length", "Content-Length is not a number.") from None
+    if declared > max_bytes:
+        raise ApiError(413, "body_too_large", f"The body is larger than {max_bytes} bytes.")
+    return request.body
+
+
+def _form_decode(raw: bytes) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_encoding", "The form data is not valid UTF-8.") from None
+    except ValueError:
+        raise ApiError(400, "malformed_form", "The form data could not be parsed.") from None
+    return dict(pairs)
+
+
+def json_decode(raw: bytes | str, what: str = "body") -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_encoding", f"The {what} is not valid UTF-8.") from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "malformed_json", f"The {what} is not valid JSON.") from None
+
+
+def write_data(request: HttpRequest) -> dict[str, Any]:
+    """The one message of a /message/write/ request, from its query string, form or JSON body."""
+    if request.method == "GET":
+        query = request.META.get("QUERY_STRING", "")
+        # WSGI hands the query string over as latin-1 decoded bytes; get the bytes back.
+        return _form_decode(query.encode("latin-1"))
+    media_type = _media_type(request)
+    raw = body_read(request, settings.MESSY_WRITE_MAX_BYTES)
+    if _is_json(media_type):
+        data = json_decode(raw)
+        if not isinstance(data, dict):
+            raise ApiError(400, "malformed_json", "The body must be a JSON object.")
+        return data
+    if media_type == FORM_TYPE:
+        return _form_decode(raw)
+    if media_type == MULTIPART_TYPE:
+        return request.POST.dict()
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"Send {JSON_TYPES[0]}, {FORM_TYPE} or {MULTIPART_TYPE}.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One item of a batch: its data, or why it could not even be read."""
+
+    data: Any
+    parse_error: str | None = None
+
+
+def batch_items(request: HttpRequest) -> list[BatchItem]:
+    """Items of a /message/batch/ request: a JSON array, or NDJSON (one object a line).
+
+    In NDJSON a line that is not JSON is one rejected item, not a failed request; blank lines
+    are skipped. Either way the count is bounded (413 beyond).
+    """
+    media_type = _media_type(request)
+    raw = body_read(request, settings.MESSY_BATCH_MAX_BYTES)
+    if _is_json(media_type):
+        data = json_decode(raw)
+        if not isinstance(data, list):
+            raise ApiError(400, "malformed_json", "The body must be a JSON array of message objects.")
+        items = [BatchItem(item) for item in data]
+    elif media_type in NDJSON_TYPES:
+        items = []
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                items.append(BatchItem(json.loads(line)))
+            except UnicodeDecodeError:
+                items.append(BatchItem(None, "The line is not valid UTF-8."))
+            except (ValueError, RecursionError):
+                items.append(BatchItem(None, "The line is not valid JSON."))
+            if len(items) > settings.MESSY_BATCH_MAX_ITEMS:
+                break
+    else:
+        raise ApiError(415, "unsupported_media_type", f"Send {JSON_TYPES[0]} (an array) or {NDJSON_TYPES[0]}.")
+    if len(items) > settings.MESSY_BATCH_MAX_ITEMS:
+        raise ApiError(413, "too_many_items", f"A batch holds at most {settings.MESSY_BATCH_MAX_ITEMS} messages.")
+    if not items:
+        raise ApiError(400, "empty_batch", "The batch holds no messages.")
+    return items
+
+
+def idempotency_key_from(request: HttpRequest) -> str:
+    """The client's Idempotency-Key header, checked; "" when absent."""
+    value = request.headers.get("Idempotency-Key", "")
+    if not value:
+        return ""
+    if len(value) > 255 or not value.isascii() or not value.isprintable():
+        raise ApiError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be at most 255 printable ASCII characters."
+        )
+    return value
+
+
+def fingerprint(items: list[Any]) -> str:
+    """A digest of the request's meaning (not its bytes), so a retry that re-encodes the same
+    messages differently still matches its first attempt."""
+    canonical = json.dumps(items, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()

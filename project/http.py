@@ -1,0 +1,91 @@
+"""The JSON error shape every endpoint shares, and the decorator that produces it.
+
+Errors look like {"error": "<stable code>", "message": "<for humans>", "fields": {...}}, with
+"fields" present when specific input fields are at fault.
+"""
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HttpResponse:
+    return HttpResponse(
+        json.dumps(body, ensure_ascii=False, default=str),
+        status=status,
+        content_type=JSON_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+class ApiError(Exception):
+    """Raise from a view or service to answer with the shared JSON error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        fields: Mapping[str, list[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.fields = fields
+        self.headers = headers
+
+    def response(self) -> HttpResponse:
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.fields:
+            body["fields"] = self.fields
+        return json_response(body, status=self.status, headers=self.headers)
+
+
+def api_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Turn ApiError into its JSON response; mark the view CSRF-exempt (clients are not browsers
+    with ambient credentials: authentication is by header)."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except ApiError as exc:
+            return exc.response()
+
+    wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def methods(*allowed: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Like require_http_methods, but answering 405 in the JSON error shape."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in allowed:
+                raise ApiError(
+                    405,
+                    "method_not_allowed",
+                    f"Use {' or '.join(allowed)}.",
+                    headers={"Allow": ", ".join(allowed)},
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return ApiError(404, "not_found", "No such endpoint.").response()
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    return ApiError(500, "server_error", "Internal error; it has been logged.").response()

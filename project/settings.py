@@ -1,0 +1,212 @@
+"""Messy settings. Every value comes from the environment (see local.sh.template)."""
+
+from pathlib import Path
+
+from kombu import Queue
+
+from project.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Django core -------------------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# A production secret has no default: the process refuses to start without it.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "messages.apps.MessagesConfig",
+    "stats.apps.StatsConfig",
+    "tasks.apps.TasksConfig",
+]
+
+# Session, auth and message middleware are lazy: they touch the database only when a view
+# reads request.user or the session, which the write endpoints never do.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": env_str("POSTGRES_DB", "messy"),
+        "USER": env_str("POSTGRES_USER", "postgres"),
+        "PASSWORD": env_str("POSTGRES_PASSWORD", ""),
+        "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
+        "PORT": env_str("POSTGRES_PORT", "5432"),
+        # Persistent connections: web and worker processes reuse one connection each.
+        "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {
+            "connect_timeout": env_int("POSTGRES_CONNECT_TIMEOUT", 5),
+            # Statement timeout bounds every query so a stuck lock surfaces as an error.
+            "options": f"-c statement_timeout={env_int('POSTGRES_STATEMENT_TIMEOUT_MS', 60000)}",
+        },
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- memcached ---------------------------------------------------------------------------
+MEMCACHED_SERVERS = env_list("MEMCACHED_SERVERS", "127.0.0.1:11211")
+_MEMCACHED_OPTIONS = {
+    "connect_timeout": env_float("MEMCACHED_TIMEOUT", 0.2),
+    "timeout": env_float("MEMCACHED_TIMEOUT", 0.2),
+    # memcached is never the only copy of anything: a dead node is skipped for a while and
+    # reads as a miss instead of failing the request.
+    "ignore_exc": True,
+    "retry_attempts": 1,
+    "dead_timeout": 5,
+    "no_delay": True,
+}
+CACHES = {
+    # Rate-limit counters and other small shared state (replies awaited).
+    "default": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": MEMCACHED_SERVERS,
+        "KEY_PREFIX": env_str("MEMCACHED_KEY_PREFIX", "messy"),
+        "OPTIONS": _MEMCACHED_OPTIONS,
+    },
+    # Copies of staged payloads for status reads. Written without waiting for memcached's
+    # reply (noreply): on the write path's hot loop, and the Redis stream is the real copy.
+    "staged": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": MEMCACHED_SERVERS,
+        "KEY_PREFIX": env_str("MEMCACHED_KEY_PREFIX", "messy"),
+        "TIMEOUT": env_int("MEMCACHED_PAYLOAD_TTL", 3600),
+        "OPTIONS": {**_MEMCACHED_OPTIONS, "default_noreply": True},
+    },
+}
+
+# --- Redis: staging stream and shared counters --------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 2.0)
+# Namespaces every Redis key, so several deployments (or test runs) can share one server.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "messy")
+
+# --- Write path ----------------------------------------------------------------------------
+MESSY_FIELD_MAX_CHARS = env_int("MESSY_FIELD_MAX_CHARS", 64)
+MESSY_MESSAGE_MAX_CHARS = env_int("MESSY_MESSAGE_MAX_CHARS", 4096)
+MESSY_WRITE_MAX_BYTES = env_int("MESSY_WRITE_MAX_BYTES", 32 * 1024)
+MESSY_BATCH_MAX_ITEMS = env_int("MESSY_BATCH_MAX_ITEMS", 1000)
+MESSY_BATCH_MAX_BYTES = env_int("MESSY_BATCH_MAX_BYTES", 4 * 1024 * 1024)
+MESSY_BACKLOG_MAX = env_int("MESSY_BACKLOG_MAX", 1_000_000)
+MESSY_RETRY_AFTER_SECONDS = env_int("MESSY_RETRY_AFTER_SECONDS", 5)
+MESSY_IDEMPOTENCY_TTL = env_int("MESSY_IDEMPOTENCY_TTL", 24 * 3600)
+MESSY_WRITE_API_KEYS = env_list("MESSY_WRITE_API_KEYS", "")
+MESSY_REQUIRE_WRITE_API_KEY = env_bool("MESSY_REQUIRE_WRITE_API_KEY", False)
+MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
+
+# --- Drain -----------------------------------------------------------------------------------
+MESSY_DRAIN_BATCH_SIZE = env_int("MESSY_DRAIN_BATCH_SIZE", 5000)
+MESSY_DRAIN_PARALLELISM = env_int("MESSY_DRAIN_PARALLELISM", 4)
+MESSY_DRAIN_RUN_SECONDS = env_float("MESSY_DRAIN_RUN_SECONDS", 20.0)
+MESSY_DRAIN_SLOT_TTL = env_int("MESSY_DRAIN_SLOT_TTL", 30)
+MESSY_DRAIN_RECLAIM_IDLE_MS = env_int("MESSY_DRAIN_RECLAIM_IDLE_MS", 30_000)
+MESSY_SWEEP_INTERVAL_SECONDS = env_int("MESSY_SWEEP_INTERVAL_SECONDS", 5)
+
+# --- S3 ----------------------------------------------------------------------------------------
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "http://127.0.0.1:9000") or None
+S3_PUBLIC_ENDPOINT_URL = env_str("S3_PUBLIC_ENDPOINT_URL", "") or S3_ENDPOINT_URL
+S3_REGION = env_str("S3_REGION", "us-east-1")
+S3_BUCKET = env_str("S3_BUCKET", "messy-stats")
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "messy-local")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "messy-local-secret")
+S3_TIMEOUT = env_float("S3_TIMEOUT", 5.0)
+
+# --- Stats -------------------------------------------------------------------------------------
+STATS_BLOB_KEY = env_str("STATS_BLOB_KEY", "stats/latest.json")
+STATS_URL_EXPIRY_SECONDS = env_int("STATS_URL_EXPIRY_SECONDS", 300)
+STATS_TOP_CITIES = env_int("STATS_TOP_CITIES", 10)
+STATS_TOP_USERS = env_int("STATS_TOP_USERS", 10)
+STATS_TIMELINE_MINUTES = env_int("STATS_TIMELINE_MINUTES", 60)
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
+CELERY_RESULT_BACKEND = None  # Results live in our own tables (jobs) or nowhere: nothing reads them.
+CELERY_TASK_IGNORE_RESULT = True
+# JSON only: a pickle payload on a shared broker is remote code execution.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+# Acknowledge after the task ran: every task is idempotent, so redelivery after a crash is safe.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process: a long job must not sit on prefetched drain tasks.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # How long an unacknowledged task waits before the broker hands it out again. Our own
+    # recovery (drain slots, job heartbeats) is faster; this is the last resort.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "socket_timeout": REDIS_TIMEOUT,
+    "socket_connect_timeout": REDIS_TIMEOUT,
+}
+CELERY_TASK_DEFAULT_QUEUE = "ingest"
+# Three queues so that long jobs never starve ingestion: runworker.sh gives "jobs" its own
+# worker processes.
+CELERY_TASK_QUEUES = [Queue("ingest"), Queue("stats"), Queue("jobs")]
+CELERY_TASK_ROUTES = {
+    "messages.*": {"queue": "ingest"},
+    "stats.*": {"queue": "stats"},
+    "tasks.*": {"queue": "jobs"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3500)
+
+# --- i18n, static, security ---------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# The write endpoints enforce their own, smaller limits and answer 413 in JSON.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(MESSY_BATCH_MAX_BYTES, 2_621_440)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,16 @@
+"""Test settings: the real settings, pointed at a separate namespace on the same services."""
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-a-secret")
+os.environ.setdefault("REDIS_KEY_PREFIX", "messy-test")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("MEMCACHED_KEY_PREFIX", "messy-test")
+os.environ.setdefault("S3_BUCKET", "messy-test-stats")
+os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:9100")
+os.environ.setdefault("MESSY_BENCH_ENDPOINTS", "1")
+
+from project.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

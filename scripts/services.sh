@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Make sure what Messy talks to is installed and running on this machine: memcached (installed
+# through apt when missing), PostgreSQL and Redis (started if stopped), the database.
+# Extra Debian packages to install can be named as arguments (the tests need chromium).
+set -euo pipefail
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+missing=()
+command -v memcached >/dev/null || missing+=(memcached)
+for package in "$@"; do
+    command -v "$package" >/dev/null || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "services: installing ${missing[*]} (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! port_open 11211; then
+    echo "services: starting memcached on 127.0.0.1:11211"
+    memcached -d -u nobody -l 127.0.0.1 -p 11211 -m "${MEMCACHED_MEMORY_MB:-256}" -U 0
+fi
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "services: starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "services: starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/messy.log
+fi
+
+for _ in $(seq 50); do
+    port_open 11211 && pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli ping >/dev/null 2>&1 && break
+    sleep 0.2
+done
+
+db="${POSTGRES_DB:-messy}"
+if ! psql -h "${POSTGRES_HOST:-127.0.0.1}" -U "${POSTGRES_USER:-postgres}" -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+    echo "services: creating database $db"
+    createdb -h "${POSTGRES_HOST:-127.0.0.1}" -U "${POSTGRES_USER:-postgres}" "$db"
+fi
