@@ -152,6 +152,10 @@ STATS_URL_EXPIRY_SECONDS = env_int("STATS_URL_EXPIRY_SECONDS", 300)
 STATS_TOP_CITIES = env_int("STATS_TOP_CITIES", 10)
 STATS_TOP_USERS = env_int("STATS_TOP_USERS", 10)
 STATS_TIMELINE_MINUTES = env_int("STATS_TIMELINE_MINUTES", 60)
+STATS_STATES_MAX = env_int("STATS_STATES_MAX", 100)
+# Origins whose pages may read the blob from S3 (the dashboard follows /stat/get/ there).
+STATS_CORS_ALLOWED_ORIGINS = env_list("STATS_CORS_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+STATS_RETRY_AFTER_SECONDS = env_int("STATS_RETRY_AFTER_SECONDS", 10)
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")

@@ -66,6 +66,25 @@ def bucket_ensure(bucket: str | None = None) -> None:
                 raise
 
 
+def bucket_cors_set(origins: list[str], bucket: str | None = None) -> None:
+    """Let pages from these origins read objects (GET/HEAD) with a presigned URL, as the stats
+    dashboard does after following /stat/get/. Replaces the bucket's CORS rules."""
+    s3_client().put_bucket_cors(
+        Bucket=bucket or settings.S3_BUCKET,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": list(origins),
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag", "Last-Modified"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
+
+
 def presigned_get_url(key: str, expires_in: int, bucket: str | None = None, **params: Any) -> str:
     return s3_public_client().generate_presigned_url(
         "get_object",

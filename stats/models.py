@@ -14,6 +14,11 @@ class StateCount(models.Model):
 
     class Meta:
         db_table = "stats_state_count"
+        # The busiest states first without a sort, however many distinct states arrive.
+        indexes = [models.Index(fields=["-messages", "state"], name="stats_state_top")]
+
+    def __str__(self) -> str:
+        return f"{self.state}: {self.messages}"
 
 
 class CityCount(models.Model):
@@ -24,8 +29,12 @@ class CityCount(models.Model):
 
     class Meta:
         db_table = "stats_city_count"
-        # Top cities without a scan.
-        indexes = [models.Index(fields=["-messages"], name="stats_city_top")]
+        # Top cities without a scan. The key columns break ties, so the order is stable and a
+        # LIMIT never has to sort a large group of equal counts.
+        indexes = [models.Index(fields=["-messages", "state", "city"], name="stats_city_top")]
+
+    def __str__(self) -> str:
+        return f"{self.city}, {self.state}: {self.messages}"
 
 
 class UserCount(models.Model):
@@ -34,8 +43,11 @@ class UserCount(models.Model):
 
     class Meta:
         db_table = "stats_user_count"
-        # Top users without a scan.
-        indexes = [models.Index(fields=["-messages"], name="stats_user_top")]
+        # Top users without a scan; username breaks ties (see CityCount).
+        indexes = [models.Index(fields=["-messages", "username"], name="stats_user_top")]
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.messages}"
 
 
 class MinuteCount(models.Model):
@@ -44,6 +56,9 @@ class MinuteCount(models.Model):
 
     class Meta:
         db_table = "stats_minute_count"
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M}: {self.messages}"
 
 
 class Totals(models.Model):
@@ -59,3 +74,6 @@ class Totals(models.Model):
     class Meta:
         db_table = "stats_totals"
         verbose_name_plural = "totals"
+
+    def __str__(self) -> str:
+        return f"{self.messages} messages, {self.users} users, {self.cities} cities, {self.states} states"

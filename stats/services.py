@@ -1,6 +1,30 @@
-"""Functions that change statistics: rollup maintenance."""
+"""Functions that change statistics: rollup maintenance, repair, and publishing the blob."""
 
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from botocore.exceptions import ClientError
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from messages import staging
+from project.storage import bucket_cors_set, bucket_ensure, s3_client
+from stats.selectors import (
+    RECOUNT_CREATE,
+    ROLLUP_TABLES,
+    RollupDifference,
+    published_marker_key,
+    rollups_differences_in_transaction,
+    stats_blob_build,
+    stats_blob_encode,
+)
+
+logger = logging.getLogger(__name__)
 
 # Rollups change in the transaction that stores or erases the messages, by set-based upserts
 # over a temp table of the affected rows (one statement per rollup, never a round trip per row).
@@ -82,7 +106,8 @@ def rollups_add_inserted(cursor: Any) -> None:
         cursor.execute(upsert.format(sign=1, source="messy_inserted"))
         created.append(sum(1 for (is_new,) in cursor.fetchall() if is_new))
     cursor.execute(_MINUTE_UPSERT.format(sign=1, source="messy_inserted"))
-    cursor.execute(_TOTALS_CHANGE.format(sign=1, source="messy_inserted", newest="EXCLUDED.newest_accepted_at"), created)
+    totals_change = _TOTALS_CHANGE.format(sign=1, source="messy_inserted", newest="EXCLUDED.newest_accepted_at")
+    cursor.execute(totals_change, created)
 
 
 def rollups_subtract_deleted(cursor: Any) -> None:
@@ -100,3 +125,172 @@ def rollups_subtract_deleted(cursor: Any) -> None:
     cursor.execute(
         _TOTALS_CHANGE.format(sign=-1, source="messy_deleted", newest="t.newest_accepted_at"), [-n for n in removed]
     )
+
+
+def rollups_fix() -> list[RollupDifference]:
+    """Recompute every rollup from the message table and repair the rows that differ; return
+    the differences found (empty when the rollups were right).
+
+    Drains and erasures change messages and rollups in one transaction, so a recount is only
+    right if none of them commits while it runs. SHARE mode on the message table waits for the
+    ones in flight and holds new ones at their INSERT or DELETE on message, before they touch
+    a rollup row; they take that lock first too, so nobody waits in a cycle. They resume when
+    this commits. Reads (the publisher, /message/<id>/) are not blocked; writes keep being
+    accepted and staged meanwhile.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE message IN SHARE MODE")
+        cursor.execute(RECOUNT_CREATE)
+        differences = rollups_differences_in_transaction(cursor)
+        if not differences:
+            return differences
+        for table, rollup, keys in ROLLUP_TABLES:
+            columns = ", ".join(keys)
+            matches = " AND ".join(f"r.{key} = t.{key}" for key in keys)
+            cursor.execute(
+                f"""
+                DELETE FROM {table} t WHERE NOT EXISTS (
+                    SELECT 1 FROM messy_recount r WHERE r.rollup = %s AND {matches})
+                """,  # noqa: S608 (names come from ROLLUP_TABLES, not from input)
+                [rollup],
+            )
+            # In key order, like the drains' upserts.
+            cursor.execute(
+                f"""
+                INSERT INTO {table} AS t ({columns}, messages)
+                SELECT {columns}, messages FROM messy_recount WHERE rollup = %s ORDER BY {columns}
+                ON CONFLICT ({columns}) DO UPDATE SET messages = EXCLUDED.messages
+                WHERE t.messages <> EXCLUDED.messages
+                """,  # noqa: S608
+                [rollup],
+            )
+        cursor.execute(_TOTALS_FIX)
+    return differences
+
+
+# An erasure leaves newest_accepted_at as it was (it says when a message last arrived), so it
+# is only raised, never lowered.
+_TOTALS_FIX = """
+INSERT INTO stats_totals AS t (id, messages, users, cities, states, newest_accepted_at)
+SELECT 1,
+    (SELECT coalesce(sum(messages), 0) FROM messy_recount WHERE rollup = 'state'),
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'user'),
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'city'),
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'state'),
+    (SELECT max(accepted_at) FROM message)
+ON CONFLICT (id) DO UPDATE SET
+    messages = EXCLUDED.messages,
+    users = EXCLUDED.users,
+    cities = EXCLUDED.cities,
+    states = EXCLUDED.states,
+    newest_accepted_at = GREATEST(t.newest_accepted_at, EXCLUDED.newest_accepted_at)
+"""
+
+# --- Publishing --------------------------------------------------------------------------------
+
+# Every presigned URL is different (it carries its signing time), so a cache keyed on the URL
+# rarely sees it twice; a minute matches how often the blob changes.
+BLOB_CACHE_CONTROL = "private, max-age=60"
+# A minute's claim outlives the minute, so a late duplicate (a second beat, a redelivered
+# task) still finds it.
+_CLAIM_TTL_SECONDS = 120
+
+# Deletes the claim only if it is still ours.
+_CLAIM_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOutcome:
+    published: bool
+    generated_at: str | None = None
+
+
+def publish_claim_key(minute: datetime) -> str:
+    return staging.key("stats", "publish", minute.strftime("%Y%m%dT%H%MZ"))
+
+
+def publish_request_key() -> str:
+    return staging.key("stats", "publish-requested")
+
+
+# Buckets this process has created or checked, with the CORS rules it set on them.
+_buckets_prepared: set[tuple[str | None, str, tuple[str, ...]]] = set()
+
+
+def _bucket_prepare(bucket: str) -> None:
+    bucket_ensure(bucket)
+    bucket_cors_set(settings.STATS_CORS_ALLOWED_ORIGINS, bucket)
+
+
+def _blob_upload(body: bytes) -> None:
+    """One PUT of the whole object: S3 replaces an object atomically, so a reader gets the old
+    blob or the new one, never part of one (a multipart upload would be just as atomic, but
+    the blob is a few kilobytes). The bucket is prepared once per process, and again when the
+    PUT finds it missing (a new S3 endpoint, a wiped local server)."""
+    bucket = settings.S3_BUCKET
+    prepared = (settings.S3_ENDPOINT_URL, bucket, tuple(settings.STATS_CORS_ALLOWED_ORIGINS))
+    if prepared not in _buckets_prepared:
+        _bucket_prepare(bucket)
+        _buckets_prepared.add(prepared)
+    put = {
+        "Bucket": bucket,
+        "Key": settings.STATS_BLOB_KEY,
+        "Body": body,
+        "ContentType": "application/json",
+        "CacheControl": BLOB_CACHE_CONTROL,
+    }
+    try:
+        s3_client().put_object(**put)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+        _bucket_prepare(bucket)
+        s3_client().put_object(**put)
+
+
+def stats_publish(*, force: bool = False, now: datetime | None = None) -> PublishOutcome:
+    """Build the blob from the rollups and upload it to S3, then record in Redis that it is
+    there. Runs at most once per calendar minute across every beat and worker: the minute is
+    claimed with SET NX first, and a second caller in the same minute returns at once with
+    published=False. `force` skips the claim (an operator's republish).
+
+    When building or uploading fails the claim is released, so a retry in the same minute can
+    publish, and the error propagates (botocore, redis or database errors): the task decides
+    what to retry.
+    """
+    now = now or timezone.now()
+    redis = staging.redis_client()
+    claim_key = publish_claim_key(now.replace(second=0, microsecond=0))
+    token = uuid.uuid4().hex
+    if not force and not redis.set(claim_key, token, nx=True, ex=_CLAIM_TTL_SECONDS):
+        return PublishOutcome(published=False)
+    try:
+        blob = stats_blob_build(now)
+        _blob_upload(stats_blob_encode(blob))
+    except BaseException:
+        if not force:
+            redis.eval(_CLAIM_RELEASE, 1, claim_key, token)
+        raise
+    marker = {"generated_at": blob["generated_at"], "key": settings.STATS_BLOB_KEY}
+    redis.set(published_marker_key(), json.dumps(marker))
+    logger.info("published stats blob generated at %s", blob["generated_at"])
+    return PublishOutcome(published=True, generated_at=blob["generated_at"])
+
+
+def stats_publish_request() -> bool:
+    """Ask a worker to publish soon (/stat/get/ before the first publish). At most one request
+    per STATS_RETRY_AFTER_SECONDS, so a crowd of waiting dashboards sends one task, not one
+    each. Never raises: the caller is answering a request. Returns whether a task was sent."""
+    from stats.tasks import publish_stats
+
+    try:
+        if not staging.redis_client().set(publish_request_key(), "1", nx=True, ex=settings.STATS_RETRY_AFTER_SECONDS):
+            return False
+        publish_stats.apply_async(retry=True, retry_policy={"max_retries": 1, "interval_start": 0})
+    except Exception:
+        logger.warning("could not request a stats publish; the beat schedule will publish", exc_info=True)
+        return False
+    return True

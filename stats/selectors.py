@@ -1,0 +1,192 @@
+"""Functions that read statistics: the blob, and where readers find it.
+
+The blob is built from the rollup tables only: one primary-key read of the totals row and
+four index scans bounded by a LIMIT or a time range. Nothing here reads the message table,
+so building the blob costs the same at ten million messages as at ten thousand.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from messages import staging
+from project.storage import presigned_get_url
+from stats.models import CityCount, MinuteCount, StateCount, Totals, UserCount
+
+# Readers check this before anything else; raise it when the blob's shape changes in a way
+# an old reader would misread (adding a key is not such a change).
+SCHEMA_VERSION = 1
+
+
+def published_marker_key() -> str:
+    """Redis key set once a blob is in S3: lets /stat/get/ redirect without asking S3 or PostgreSQL."""
+    return staging.key("stats", "published")
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _timeline(now: datetime) -> list[dict[str, Any]]:
+    """Messages accepted in each of the last STATS_TIMELINE_MINUTES minutes, oldest first,
+    including the current (partial) minute; minutes without messages count zero."""
+    size = settings.STATS_TIMELINE_MINUTES
+    last = now.replace(second=0, microsecond=0)
+    first = last - timedelta(minutes=size - 1)
+    rows = MinuteCount.objects.filter(minute__gte=first, minute__lte=last).order_by("minute")
+    counts = dict(rows.values_list("minute", "messages"))
+    minutes = (first + timedelta(minutes=i) for i in range(size))
+    return [{"minute": iso(minute), "messages": counts.get(minute, 0)} for minute in minutes]
+
+
+def _read(now: datetime) -> dict[str, Any]:
+    totals = Totals.objects.filter(id=1).first() or Totals()
+    states = StateCount.objects.order_by("-messages", "state").values("state", "messages")
+    cities = CityCount.objects.order_by("-messages", "state", "city").values("state", "city", "messages")
+    users = UserCount.objects.order_by("-messages", "username").values("username", "messages")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": iso(now),
+        "totals": {
+            "messages": totals.messages,
+            "users": totals.users,
+            "cities": totals.cities,
+            "states": totals.states,
+        },
+        "newest_message_at": iso(totals.newest_accepted_at),
+        "states": list(states[: settings.STATS_STATES_MAX]),
+        "top_cities": list(cities[: settings.STATS_TOP_CITIES]),
+        "top_users": list(users[: settings.STATS_TOP_USERS]),
+        "timeline": _timeline(now),
+    }
+
+
+def stats_blob_build(now: datetime | None = None) -> dict[str, Any]:
+    """The stats blob as a JSON-ready dict.
+
+    Read in one REPEATABLE READ snapshot, so the totals, per-state counts and timeline agree
+    with each other (a drain committing between two of the reads cannot make them differ).
+    Inside a caller's transaction it reads in that transaction instead.
+    """
+    now = now or timezone.now()
+    if connection.in_atomic_block:
+        return _read(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Must be the transaction's first statement.
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _read(now)
+
+
+def stats_blob_encode(blob: dict[str, Any]) -> bytes:
+    return json.dumps(blob, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def stats_published() -> dict[str, Any] | None:
+    """What the last publish recorded in Redis ({"generated_at", "key"}), or None before the
+    first publish. One Redis GET: no database query, no S3 call. Raises redis.RedisError."""
+    # The client is synchronous; redis-py's stubs also allow the asyncio client's Awaitable.
+    raw = cast(bytes | None, staging.redis_client().get(published_marker_key()))
+    return json.loads(raw) if raw else None
+
+
+def stats_blob_url(published: dict[str, Any]) -> str:
+    """A short-lived presigned GET URL of the published blob (signed locally, no S3 call)."""
+    return presigned_get_url(published["key"], settings.STATS_URL_EXPIRY_SECONDS)
+
+
+# --- Recount -----------------------------------------------------------------------------------
+
+# (table, rollup name in messy_recount, key columns)
+ROLLUP_TABLES = (
+    ("stats_state_count", "state", ("state",)),
+    ("stats_city_count", "city", ("state", "city")),
+    ("stats_user_count", "user", ("username",)),
+    ("stats_minute_count", "minute", ("minute",)),
+)
+
+# Every rollup recomputed from the message table in one scan (one hash aggregate per
+# grouping set). The minute is truncated in the session's time zone, UTC, as the drains do.
+RECOUNT_CREATE = """
+DROP TABLE IF EXISTS pg_temp.messy_recount;
+CREATE TEMP TABLE messy_recount ON COMMIT DROP AS
+SELECT
+    CASE GROUPING(state, city, username, minute)
+        WHEN 7 THEN 'state' WHEN 3 THEN 'city' WHEN 11 THEN 'user' ELSE 'minute'
+    END AS rollup,
+    state, city, username, minute, count(*) AS messages
+FROM (SELECT state, city, username, date_trunc('minute', accepted_at) AS minute FROM message) m
+GROUP BY GROUPING SETS ((state), (state, city), (username), (minute))
+"""
+
+_TOTALS_RECOUNT = """
+SELECT
+    (SELECT coalesce(sum(messages), 0) FROM messy_recount WHERE rollup = 'state'),
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'user'),
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'city'),
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'state'),
+    (SELECT max(accepted_at) FROM message)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RollupDifference:
+    table: str
+    key: str
+    expected: Any
+    found: Any
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.key}: expected {self.expected}, found {self.found}"
+
+
+def rollups_differences_in_transaction(cursor: Any) -> list[RollupDifference]:
+    """Compare the rollups with messy_recount (RECOUNT_CREATE, run by the caller in the same
+    transaction). Rows missing on either side show as None."""
+    differences = []
+    for table, rollup, keys in ROLLUP_TABLES:
+        matches = " AND ".join(f"r.{key} = t.{key}" for key in keys)
+        key_values = ", ".join(f"coalesce(r.{key}, t.{key})" for key in keys)
+        cursor.execute(
+            f"""
+            SELECT {key_values}, r.messages, t.messages
+            FROM (SELECT * FROM messy_recount WHERE rollup = %s) r FULL JOIN {table} t ON {matches}
+            WHERE r.messages IS DISTINCT FROM t.messages
+            ORDER BY {key_values}
+            """,  # noqa: S608 (names come from ROLLUP_TABLES, not from input)
+            [rollup],
+        )
+        for row in cursor.fetchall():
+            key = " ".join(f"{name}={value!r}" for name, value in zip(keys, row, strict=False))
+            differences.append(RollupDifference(table, key, row[-2], row[-1]))
+    cursor.execute(_TOTALS_RECOUNT)
+    expected = cursor.fetchone()
+    totals = Totals.objects.filter(id=1).first()
+    found = (totals.messages, totals.users, totals.cities, totals.states, totals.newest_accepted_at) if totals else None
+    names = ("messages", "users", "cities", "states")
+    for index, name in enumerate(names):
+        if found is None or found[index] != expected[index]:
+            differences.append(RollupDifference("stats_totals", name, expected[index], found and found[index]))
+    # Erasures leave the newest time as it was, so only an older one is wrong.
+    newest_expected, newest_found = expected[4], found[4] if found else None
+    if newest_expected is not None and (newest_found is None or newest_found < newest_expected):
+        differences.append(RollupDifference("stats_totals", "newest_accepted_at", newest_expected, newest_found))
+    return differences
+
+
+def rollups_differences() -> list[RollupDifference]:
+    """Every difference between the rollups and a recount of the message table, read in one
+    snapshot (rollups commit with their messages, so a snapshot's recount must match exactly,
+    whatever drains are running). Scans the whole message table once; locks nothing."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if outermost:  # must be the transaction's first statement
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute(RECOUNT_CREATE)
+        return rollups_differences_in_transaction(cursor)

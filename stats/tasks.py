@@ -1,0 +1,60 @@
+"""Celery tasks of the stats app. Thin: each calls one service."""
+
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as S3ConnectionError
+from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stats import services
+
+logger = logging.getLogger(__name__)
+
+# Errors that can pass: S3, Redis or PostgreSQL unreachable or timing out. An S3 answer in
+# the 5xx range (SlowDown, InternalError) passes too; a 4xx (bad credentials, access denied)
+# does not, so it fails at once, loudly, and the next minute's publish tries again.
+_TRANSIENT = (
+    S3ConnectionError,
+    HTTPClientError,
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+# 1, 2, 4, 8, 16, 30, 30 s: about a minute and a half of retries, by which time the next
+# minute's publish is trying too; beyond that a retry adds nothing.
+PUBLISH_MAX_RETRIES = 7
+_BACKOFF_MAX_SECONDS = 30
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+    return isinstance(exc, _TRANSIENT)
+
+
+@shared_task(bind=True, name="stats.publish", max_retries=PUBLISH_MAX_RETRIES, soft_time_limit=50, time_limit=60)
+def publish_stats(self: Any, force: bool = False) -> dict[str, Any]:
+    """Publish the stats blob. Safe to run twice or from two beats: the service publishes at
+    most once per minute."""
+    try:
+        outcome = services.stats_publish(force=force)
+    except Exception as exc:
+        if not _transient(exc) or self.request.retries >= PUBLISH_MAX_RETRIES:
+            logger.error("stats publish failed for good: %r", exc)
+            raise
+        countdown = get_exponential_backoff_interval(1, self.request.retries, _BACKOFF_MAX_SECONDS)
+        logger.warning(
+            "stats publish failed (%r); retry %d of %d in %d s",
+            exc,
+            self.request.retries + 1,
+            PUBLISH_MAX_RETRIES,
+            countdown,
+        )
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    return {"published": outcome.published, "generated_at": outcome.generated_at}
