@@ -9,6 +9,11 @@ bind="${MESSY_BIND:-127.0.0.1:8000}"
 if [ "${1:-}" = "--dev" ]; then
     exec python manage.py runserver "$bind"
 fi
+access_log=()
+# WEB_ACCESS_LOG: a file, "-" for stdout (the default), or "off".
+if [ "${WEB_ACCESS_LOG:--}" != off ]; then
+    access_log=(--access-logfile "${WEB_ACCESS_LOG:--}")
+fi
 exec gunicorn project.wsgi:application \
     --bind "$bind" \
     --workers "${WEB_PROCESSES:-$(( $(nproc) * 2 ))}" \
@@ -16,6 +21,6 @@ exec gunicorn project.wsgi:application \
     --timeout "${WEB_TIMEOUT:-30}" \
     --graceful-timeout 10 \
     --max-requests "${WEB_MAX_REQUESTS:-0}" \
-    --access-logfile "${WEB_ACCESS_LOG:--}" \
+    "${access_log[@]}" \
     --name messy-web \
     "$@"

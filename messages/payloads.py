@@ -100,6 +100,8 @@ def batch_items(request: HttpRequest) -> list[BatchItem]:
     """
     media_type = _media_type(request)
     raw = body_read(request, settings.MESSY_BATCH_MAX_BYTES)
+    if not raw.strip():
+        raise ApiError(400, "empty_batch", "The batch holds no messages.")
     if _is_json(media_type):
         data = json_decode(raw)
         if not isinstance(data, list):

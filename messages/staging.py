@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 CONSUMER_GROUP = "persisters"
 
-# One round trip per write request: idempotent replay, backpressure, the append itself,
-# the accepted counter and "is a drain already scheduled?" all happen atomically.
+# One round trip per write request: idempotent replay, backpressure, the append itself and
+# "is a drain already scheduled?" happen atomically. (The accepted count needs no counter of
+# its own: it is the stream's entries-added.)
 _STAGE_SCRIPT = """
 local stream, slot, idem_key, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local backlog_max, slot_ttl, idem_ttl, idem_record = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
@@ -45,7 +46,6 @@ for i = first_payload, #ARGV do
   redis.call("XADD", stream, "*", "m", ARGV[i])
 end
 if idem_key ~= "" then redis.call("SET", idem_key, idem_record, "EX", idem_ttl) end
-redis.call("HINCRBY", metrics, "accepted", count)
 if redis.call("SET", slot, "web", "NX", "EX", slot_ttl) then return {"staged", "1"} end
 return {"staged", "0"}
 """
@@ -201,6 +201,14 @@ def dead_letter(entry: StagedEntry, reason: str) -> None:
 
 def backlog() -> int:
     return int(redis_client().xlen(stream_key()))
+
+
+def accepted_total() -> int:
+    """Messages ever staged: the stream's own entries-added counter."""
+    try:
+        return int(redis_client().xinfo_stream(stream_key())["entries-added"])
+    except redis.ResponseError:  # no stream yet
+        return 0
 
 
 def slot_acquire(slot: int, holder: str) -> bool:

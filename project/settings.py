@@ -94,7 +94,7 @@ _MEMCACHED_OPTIONS = {
 CACHES = {
     # Rate-limit counters and other small shared state (replies awaited).
     "default": {
-        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "BACKEND": "project.cache.PersistentPyMemcacheCache",
         "LOCATION": MEMCACHED_SERVERS,
         "KEY_PREFIX": env_str("MEMCACHED_KEY_PREFIX", "messy"),
         "OPTIONS": _MEMCACHED_OPTIONS,
@@ -102,7 +102,7 @@ CACHES = {
     # Copies of staged payloads for status reads. Written without waiting for memcached's
     # reply (noreply): on the write path's hot loop, and the Redis stream is the real copy.
     "staged": {
-        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "BACKEND": "project.cache.PersistentPyMemcacheCache",
         "LOCATION": MEMCACHED_SERVERS,
         "KEY_PREFIX": env_str("MEMCACHED_KEY_PREFIX", "messy"),
         "TIMEOUT": env_int("MEMCACHED_PAYLOAD_TTL", 3600),
@@ -156,6 +156,27 @@ STATS_STATES_MAX = env_int("STATS_STATES_MAX", 100)
 # Origins whose pages may read the blob from S3 (the dashboard follows /stat/get/ there).
 STATS_CORS_ALLOWED_ORIGINS = env_list("STATS_CORS_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 STATS_RETRY_AFTER_SECONDS = env_int("STATS_RETRY_AFTER_SECONDS", 10)
+
+# --- Jobs (tasks/: imports, erasures) ---------------------------------------------------------
+# Uploads larger than this are refused with 413 before anything is stored.
+MESSY_IMPORT_MAX_BYTES = env_int("MESSY_IMPORT_MAX_BYTES", 100 * 1024 * 1024)
+MESSY_IMPORT_BATCH_SIZE = env_int("MESSY_IMPORT_BATCH_SIZE", 2000)
+# A line (or JSON array element) longer than this is one rejected record, never buffered whole.
+MESSY_IMPORT_MAX_RECORD_BYTES = env_int("MESSY_IMPORT_MAX_RECORD_BYTES", 64 * 1024)
+MESSY_IMPORT_MAX_REPORTED_ERRORS = env_int("MESSY_IMPORT_MAX_REPORTED_ERRORS", 100_000)
+# Uploaded files and error reports live under this key prefix in S3_BUCKET, one folder per job.
+MESSY_JOB_S3_PREFIX = env_str("MESSY_JOB_S3_PREFIX", "jobs/")
+# A running job whose heartbeat is older than this is taken to be dead and is resumed.
+MESSY_JOB_STALE_SECONDS = env_int("MESSY_JOB_STALE_SECONDS", 60)
+MESSY_JOB_MAX_ATTEMPTS = env_int("MESSY_JOB_MAX_ATTEMPTS", 5)
+MESSY_JOB_RUN_SECONDS = env_int("MESSY_JOB_RUN_SECONDS", 600)
+MESSY_JOB_RETENTION_DAYS = env_int("MESSY_JOB_RETENTION_DAYS", 30)
+MESSY_JOB_PRUNE_CHUNK = env_int("MESSY_JOB_PRUNE_CHUNK", 500)
+MESSY_JOB_PAGE_TOKEN_MAX_AGE = env_int("MESSY_JOB_PAGE_TOKEN_MAX_AGE", 3600)
+MESSY_JOB_REPORT_URL_EXPIRY = env_int("MESSY_JOB_REPORT_URL_EXPIRY", 300)
+MESSY_ERASE_BATCH_SIZE = env_int("MESSY_ERASE_BATCH_SIZE", 1000)
+MESSY_ERASE_RATE_PER_MINUTE = env_int("MESSY_ERASE_RATE_PER_MINUTE", 10)
+MESSY_ERASE_PENDING_WAIT_SECONDS = env_int("MESSY_ERASE_PENDING_WAIT_SECONDS", 90)
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")

@@ -63,8 +63,10 @@ class _SharedCountersCollector:
     def collect(self):
         counters = staging.metrics_snapshot()
         yield GaugeMetricFamily("messy_backlog_messages", "Messages staged and not yet stored.", value=staging.backlog())
+        yield CounterMetricFamily(
+            "messy_messages_accepted", "Messages accepted (202) by the write endpoints.", value=staging.accepted_total()
+        )
         for name, help_text in (
-            ("accepted", "Messages accepted (202) by the write endpoints."),
             ("stored", "Messages newly stored in PostgreSQL by drain workers."),
             ("dead_lettered", "Staged entries parked because they could never be stored."),
         ):
