@@ -198,11 +198,12 @@ def messages_persist(payloads: Sequence[dict[str, Any]]) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CREATE_INCOMING)
         cursor.execute(_CREATE_INSERTED)
-        raw_cursor = cursor.cursor  # psycopg2's own cursor, for COPY
-        raw_cursor.copy_expert(
-            "COPY messy_incoming (id, username, city, state, message, accepted_at) FROM STDIN WITH (FORMAT csv)",
-            _copy_rows(payloads),
-        )
+        # COPY needs psycopg2's own cursor; wrap it so its errors become Django's (DataError...).
+        with connection.wrap_database_errors:
+            cursor.cursor.copy_expert(
+                "COPY messy_incoming (id, username, city, state, message, accepted_at) FROM STDIN WITH (FORMAT csv)",
+                _copy_rows(payloads),
+            )
         cursor.execute(_INSERT_NEW)
         inserted = cursor.rowcount
         if inserted:
@@ -252,7 +253,9 @@ def messages_drain(slot: int) -> DrainReport:
             staging.slot_release(slot)
             # A write may have staged a message after our last read but before the release
             # and seen the slot taken; look once more so it is not left for the sweep.
-            if staging.backlog() == 0 or not staging.slot_acquire(slot, consumer):
+            # (Entries pending in other consumers are not ours to wait for: they are
+            # reclaimed once idle, by a drain the sweep starts.)
+            if not staging.undelivered_exists() or not staging.slot_acquire(slot, consumer):
                 return report
             continue
         staging.slot_refresh(slot)

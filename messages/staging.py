@@ -203,6 +203,27 @@ def backlog() -> int:
     return int(redis_client().xlen(stream_key()))
 
 
+def _stream_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def undelivered_exists() -> bool:
+    """Whether the stream holds entries not yet handed to any consumer of the group."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.xinfo_stream(stream_key())
+    pipe.xinfo_groups(stream_key())
+    try:
+        stream, groups = pipe.execute()
+    except redis.ResponseError:  # no stream yet
+        return False
+    group = next((g for g in groups if g["name"] in (CONSUMER_GROUP, CONSUMER_GROUP.encode())), None)
+    if group is None:
+        return stream["length"] > 0
+    return _stream_id(stream["last-generated-id"]) > _stream_id(group["last-delivered-id"])
+
+
 def accepted_total() -> int:
     """Messages ever staged: the stream's own entries-added counter."""
     try:

@@ -1,30 +1,157 @@
+"""Draining the staging stream into PostgreSQL: exactly once, whatever is replayed or crashes."""
+
 import json
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 
 from messages import services, staging
 from messages.models import Message
-from stats.models import StateCount, Totals, UserCount
+from stats.models import CityCount, MinuteCount, StateCount, Totals, UserCount
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_drain_stores_every_staged_message_once_with_rollups():
+def write_many(count: int, users: int = 3) -> list[str]:
     client = Client()
-    for i in range(30):
-        response = client.post(
-            "/message/write/",
-            data=json.dumps({"username": f"u{i % 3}", "city": "Paris", "state": "IDF", "message": f"m{i}"}),
-            content_type="application/json",
-        )
+    ids = []
+    for i in range(count):
+        body = {"username": f"u{i % users}", "city": "Paris", "state": "IDF", "message": f"m{i}"}
+        response = client.post("/message/write/", data=json.dumps(body), content_type="application/json")
         assert response.status_code == 202
+        ids.append(response.json()["id"])
+    return ids
+
+
+def totals() -> tuple[int, int, int, int]:
+    row = Totals.objects.get()
+    return row.messages, row.users, row.cities, row.states
+
+
+def broker_queue_length(queue: str = "ingest") -> int:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(queue)
+
+
+def test_a_drain_stores_every_staged_message_once_with_rollups():
+    ids = write_many(30)
     report = services.messages_drain(slot=0)
     assert report.stored == 30
-    assert Message.objects.count() == 30
+    assert set(map(str, Message.objects.values_list("id", flat=True))) == set(ids)
     assert staging.backlog() == 0
-    totals = Totals.objects.get()
-    assert (totals.messages, totals.users, totals.cities, totals.states) == (30, 3, 1, 1)
+    assert totals() == (30, 3, 1, 1)
     assert StateCount.objects.get(state="IDF").messages == 30
+    assert CityCount.objects.get(state="IDF", city="Paris").messages == 30
     assert UserCount.objects.get(username="u0").messages == 10
+    assert sum(MinuteCount.objects.values_list("messages", flat=True)) == 30
+
+
+def test_persisting_the_same_payloads_twice_changes_nothing_the_second_time():
+    payloads = [
+        {"id": str(services.message_id_new()), "username": "a", "city": "c", "state": "s", "message": "m",
+         "accepted_at": 1_700_000_000_000}
+        for _ in range(5)
+    ]
+    assert services.messages_persist(payloads) == 5
+    assert services.messages_persist(payloads) == 0
+    assert Message.objects.count() == 5
+    assert totals() == (5, 1, 1, 1)
+
+
+def test_a_batch_stored_but_not_acknowledged_before_a_crash_is_not_stored_twice(settings):
+    """The worker died between COMMIT and XACK: the entries are still pending, get reclaimed,
+    and the second insert is a no-op, rollups included."""
+    settings.MESSY_DRAIN_RECLAIM_IDLE_MS = 0
+    write_many(20)
+    staging.group_ensure()
+    entries = staging.batch_claim("doomed-worker", 100)
+    services.messages_persist([json.loads(entry.payload) for entry in entries])  # ...and then it died
+    report = services.messages_drain(slot=0)
+    assert report.entries == 20
+    assert report.stored == 0
+    assert Message.objects.count() == 20
+    assert totals() == (20, 3, 1, 1)
+    assert staging.backlog() == 0
+
+
+def test_entries_held_by_a_dead_consumer_wait_for_the_idle_time_then_are_reclaimed(settings):
+    write_many(10)
+    staging.group_ensure()
+    assert len(staging.batch_claim("dead-worker", 100)) == 10
+    settings.MESSY_DRAIN_RECLAIM_IDLE_MS = 60_000
+    assert services.messages_drain(slot=0).entries == 0  # still too fresh to take over
+    settings.MESSY_DRAIN_RECLAIM_IDLE_MS = 0
+    assert services.messages_drain(slot=0).stored == 10
+    assert staging.backlog() == 0
+
+
+def test_a_malformed_staged_entry_is_dead_lettered_and_does_not_block_the_others():
+    write_many(3)
+    staging.redis_client().xadd(staging.stream_key(), {"m": b"{not json"})
+    write_many(3)
+    report = services.messages_drain(slot=0)
+    assert report.stored == 6
+    assert staging.backlog() == 0
+    [(_, fields)] = staging.redis_client().xrange(staging.dead_letter_key())
+    assert fields[b"m"] == b"{not json"
+    assert b"malformed" in fields[b"reason"]
+
+
+def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored():
+    write_many(4)
+    poison = {"id": str(services.message_id_new()), "username": "a\x00b", "city": "c", "state": "s", "message": "m",
+              "accepted_at": 1_700_000_000_000}
+    staging.redis_client().xadd(staging.stream_key(), {"m": json.dumps(poison)})
+    write_many(4)
+    report = services.messages_drain(slot=0)
+    assert report.stored == 8
+    assert Message.objects.count() == 8
+    assert staging.backlog() == 0
+    assert staging.redis_client().xlen(staging.dead_letter_key()) == 1
+    assert totals()[0] == 8
+
+
+def test_the_first_write_schedules_one_drain_and_later_writes_do_not():
+    write_many(5)
+    assert broker_queue_length() == 1
+
+
+def test_a_finished_drain_releases_its_slot_so_the_next_write_schedules_again():
+    write_many(1)
+    services.messages_drain(slot=0)
+    assert staging.slot_acquire(0, "probe")
+
+
+def test_the_sweep_schedules_a_drain_only_when_something_is_staged_and_no_drain_holds_the_slot():
+    assert services.messages_sweep() is False
+    write_many(2)  # takes slot 0 and publishes a drain
+    assert services.messages_sweep() is False
+    staging.slot_release(0)  # as if that drain task had been lost
+    assert services.messages_sweep() is True
+    assert broker_queue_length() == 2
+
+
+def test_a_drain_that_finds_a_deep_backlog_starts_helpers_on_other_slots(settings):
+    settings.MESSY_DRAIN_BATCH_SIZE = 5
+    settings.MESSY_DRAIN_PARALLELISM = 3
+    settings.MESSY_DRAIN_RUN_SECONDS = 0.0001  # one batch, then hand over
+    write_many(40)
+    staging.redis_client().delete(staging.key("drain", "slot", "1"))
+    before = broker_queue_length()
+    services.messages_drain(slot=0)
+    # one fan-out helper on slot 1, plus the hand-over of slot 0
+    assert broker_queue_length() == before + 2
+    assert staging.redis_client().exists(staging.slot_key(1))
+
+
+def test_the_drain_writes_with_copy_inside_one_transaction_per_batch(settings, django_assert_max_num_queries):
+    settings.MESSY_DRAIN_BATCH_SIZE = 1000
+    write_many(300)
+    with django_assert_max_num_queries(15):
+        services.messages_drain(slot=0)
+    assert Message.objects.count() == 300
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM message")
+        assert cursor.fetchone()[0] == 300
