@@ -117,8 +117,9 @@ RECOUNT_CREATE = """
 DROP TABLE IF EXISTS pg_temp.messy_recount;
 CREATE TEMP TABLE messy_recount ON COMMIT DROP AS
 SELECT
+    -- A bit per argument, first argument highest, set when it is not in the grouping set.
     CASE GROUPING(state, city, username, minute)
-        WHEN 7 THEN 'state' WHEN 3 THEN 'city' WHEN 11 THEN 'user' ELSE 'minute'
+        WHEN 7 THEN 'state' WHEN 3 THEN 'city' WHEN 13 THEN 'user' WHEN 14 THEN 'minute'
     END AS rollup,
     state, city, username, minute, count(*) AS messages
 FROM (SELECT state, city, username, date_trunc('minute', accepted_at) AS minute FROM message) m

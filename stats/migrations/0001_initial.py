@@ -4,70 +4,80 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='MinuteCount',
+            name="MinuteCount",
             fields=[
-                ('minute', models.DateTimeField(help_text='Start of the minute the messages were accepted in.', primary_key=True, serialize=False)),
-                ('messages', models.BigIntegerField()),
+                (
+                    "minute",
+                    models.DateTimeField(
+                        help_text="Start of the minute the messages were accepted in.",
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("messages", models.BigIntegerField()),
             ],
             options={
-                'db_table': 'stats_minute_count',
+                "db_table": "stats_minute_count",
             },
         ),
         migrations.CreateModel(
-            name='StateCount',
+            name="StateCount",
             fields=[
-                ('state', models.TextField(primary_key=True, serialize=False)),
-                ('messages', models.BigIntegerField()),
+                ("state", models.TextField(primary_key=True, serialize=False)),
+                ("messages", models.BigIntegerField()),
             ],
             options={
-                'db_table': 'stats_state_count',
+                "db_table": "stats_state_count",
             },
         ),
         migrations.CreateModel(
-            name='Totals',
+            name="Totals",
             fields=[
-                ('id', models.SmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('messages', models.BigIntegerField(default=0)),
-                ('users', models.BigIntegerField(default=0)),
-                ('cities', models.BigIntegerField(default=0)),
-                ('states', models.BigIntegerField(default=0)),
-                ('newest_accepted_at', models.DateTimeField(null=True)),
+                ("id", models.SmallIntegerField(default=1, primary_key=True, serialize=False)),
+                ("messages", models.BigIntegerField(default=0)),
+                ("users", models.BigIntegerField(default=0)),
+                ("cities", models.BigIntegerField(default=0)),
+                ("states", models.BigIntegerField(default=0)),
+                ("newest_accepted_at", models.DateTimeField(null=True)),
             ],
             options={
-                'verbose_name_plural': 'totals',
-                'db_table': 'stats_totals',
+                "verbose_name_plural": "totals",
+                "db_table": "stats_totals",
             },
         ),
         migrations.CreateModel(
-            name='CityCount',
+            name="CityCount",
             fields=[
-                ('pk', models.CompositePrimaryKey('state', 'city', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('state', models.TextField()),
-                ('city', models.TextField()),
-                ('messages', models.BigIntegerField()),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "state", "city", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("state", models.TextField()),
+                ("city", models.TextField()),
+                ("messages", models.BigIntegerField()),
             ],
             options={
-                'db_table': 'stats_city_count',
-                'indexes': [models.Index(fields=['-messages'], name='stats_city_top')],
+                "db_table": "stats_city_count",
+                "indexes": [models.Index(fields=["-messages"], name="stats_city_top")],
             },
         ),
         migrations.CreateModel(
-            name='UserCount',
+            name="UserCount",
             fields=[
-                ('username', models.TextField(primary_key=True, serialize=False)),
-                ('messages', models.BigIntegerField()),
+                ("username", models.TextField(primary_key=True, serialize=False)),
+                ("messages", models.BigIntegerField()),
             ],
             options={
-                'db_table': 'stats_user_count',
-                'indexes': [models.Index(fields=['-messages'], name='stats_user_top')],
+                "db_table": "stats_user_count",
+                "indexes": [models.Index(fields=["-messages"], name="stats_user_top")],
             },
         ),
     ]
