@@ -1,7 +1,8 @@
 # Sourced by the run scripts: project root, local.sh, and the virtualenv's tools on PATH.
 MESSY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$MESSY_ROOT"
-if [ -f "$MESSY_ROOT/local.sh" ]; then
+# MESSY_NO_LOCAL_SH=1 ignores local.sh (the system tests start processes with their own settings).
+if [ -f "$MESSY_ROOT/local.sh" ] && [ "${MESSY_NO_LOCAL_SH:-0}" != 1 ]; then
     # shellcheck disable=SC1091
     . "$MESSY_ROOT/local.sh"
 fi
