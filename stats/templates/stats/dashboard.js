@@ -55,7 +55,8 @@
       empty(container, "No messages yet.");
       return;
     }
-    const rowHeight = 22, labelWidth = 120, countWidth = 70, width = 560;
+    // About the width the page gives the chart, so text is drawn near its CSS size.
+    const rowHeight = 22, labelWidth = 90, countWidth = 60, width = 360;
     const barSpace = width - labelWidth - countWidth;
     const max = Math.max(...states.map((s) => s.messages));
     const svg = svgElement("svg", { viewBox: `0 0 ${width} ${states.length * rowHeight}`, role: "img" });
@@ -112,7 +113,7 @@
   function drawTimeline(timeline) {
     const container = byId("timeline");
     byId("timeline-minutes").textContent = String(timeline.length);
-    const width = 1000, height = 220, left = 50, right = 10, top = 10, bottom = 24;
+    const width = 1000, height = 220, left = 50, right = 24, top = 10, bottom = 24;
     const plotWidth = width - left - right, plotHeight = height - top - bottom;
     const max = Math.max(1, ...timeline.map((p) => p.messages));
     const step = timeline.length > 1 ? plotWidth / (timeline.length - 1) : 0;
@@ -131,7 +132,8 @@
       const labelEvery = Math.max(1, Math.ceil(timeline.length / 10));
       timeline.forEach((p, i) => {
         if (i % labelEvery === 0 || i === timeline.length - 1) {
-          svg.append(svgText(x(i), height - 6, clock(p.minute), "middle"));
+          const anchor = i === timeline.length - 1 ? "end" : "middle";
+          svg.append(svgText(x(i), height - 6, clock(p.minute), anchor));
         }
       });
     }

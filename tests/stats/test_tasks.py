@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django_celery_beat.models import PeriodicTask
+
+from project.storage import s3_client
+from stats import selectors
+from stats.tasks import publish_stats
+from tests.stats.conftest import payload, store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_migration_schedules_the_publish_every_minute_on_the_stats_queue():
+    # Transactional tests empty every table afterwards: run the data migration again.
+    call_command("migrate", "stats", "0003", verbosity=0)
+    call_command("migrate", "stats", verbosity=0)
+
+    task = PeriodicTask.objects.get(task="stats.publish")
+
+    assert task.enabled and task.queue == "stats" and task.interval is None
+    crontab = task.crontab
+    assert (crontab.minute, crontab.hour, crontab.day_of_month, crontab.month_of_year, crontab.day_of_week) == (
+        "*",
+        "*",
+        "*",
+        "*",
+        "*",
+    )
+
+
+def test_the_publish_task_publishes_and_reports_it(stats_bucket):
+    result = publish_stats.apply(args=json.loads(json.dumps([])))
+
+    assert result.successful()
+    assert result.result["published"] is True
+    assert selectors.stats_published() is not None
+
+
+def test_an_upload_that_s3_refuses_is_not_retried(stats_bucket, settings, caplog):
+    settings.S3_BUCKET = "x"  # S3 answers 400 InvalidBucketName: retrying cannot help
+
+    result = publish_stats.apply()
+
+    assert result.failed()
+    assert "InvalidBucketName" in str(result.result)
+    messages = [record.getMessage() for record in caplog.records if record.name == "stats.tasks"]
+    assert len(messages) == 1 and messages[0].startswith("stats publish failed for good"), messages
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.system
+def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
+    own_s3, minute, subprocess_env, tmp_path: Path
+):
+    store([payload("alice", "Austin", "TX", minute)])
+    env = {**subprocess_env, "S3_ENDPOINT_URL": own_s3.endpoint, "S3_BUCKET": django_settings.S3_BUCKET}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "stats", "--pool", "solo"]
+            + ["-n", f"stats-test-{own_s3.port}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+            + ["--loglevel", "INFO"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        own_s3.stop()
+        publish_stats.delay()
+        wait_until(lambda: "retry 2 of 7" in log_path.read_text(), 60, "two failed attempts to be logged")
+        assert selectors.stats_published() is None
+
+        own_s3.start()  # an empty server: the bucket has to be made again
+
+        wait_until(lambda: selectors.stats_published() is not None, 60, "the publish to succeed")
+        obj = s3_client().get_object(Bucket=django_settings.S3_BUCKET, Key=django_settings.STATS_BLOB_KEY)
+        assert json.loads(obj["Body"].read())["totals"]["messages"] == 1
+        assert "stats publish failed (EndpointConnectionError" in log_path.read_text()
+    finally:
+        worker.terminate()
+        worker.wait(20)
