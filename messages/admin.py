@@ -1,0 +1,29 @@
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from messages.models import Message
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    """Read-only: messages change only through the write path and erasure jobs."""
+
+    list_display = ("id", "username", "city", "state", "accepted_at", "stored_at")
+    # Exact lookups, so a search is an index scan on username rather than a scan of the table.
+    search_fields = ("username__exact", "city__exact")
+    search_help_text = "Exact username or city."
+    # Newest first by the time-ordered id (the primary key index); no COUNT(*) of the table.
+    ordering = ("-id",)
+    show_full_result_count = False
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

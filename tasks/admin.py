@@ -1,0 +1,76 @@
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from tasks import services
+from tasks.models import ApiToken, ErasureTally, Job
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "progress_done",
+        "progress_total",
+        "progress_unit",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("kind", "status")
+    ordering = ("-created_at",)
+    # The erasure subject and the resume checkpoint are the worker's business, not the admin's.
+    fields = (
+        "id", "kind", "status", "progress_done", "progress_total", "progress_unit", "progress_message", "error",
+        "result", "result_key", "params", "cancel_requested", "owner", "heartbeat_at", "attempts",
+        "created_at", "started_at", "finished_at", "created_by", "created_by_token",
+    )  # fmt: skip
+    readonly_fields = fields
+    actions = ("cancel",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        cancelled = sum(services.job_cancel(job) for job in queryset)
+        self.message_user(request, f"Cancelled {cancelled} job(s) (running ones stop at their next batch).")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "is_active", "created_at", "last_used_at")
+    list_filter = ("is_active",)
+    search_fields = ("name",)
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("name",) if obj is None else ("name", "prefix", "is_active", "created_at", "last_used_at")
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = services.api_token_create(obj.name)
+        obj.pk = token.pk
+        # Shown once: only the digest is stored.
+        self.message_user(request, f"Token for {token.name}: {raw} — copy it now, it cannot be shown again.")
+
+
+@admin.register(ErasureTally)
+class ErasureTallyAdmin(admin.ModelAdmin):
+    list_display = ("erasures",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

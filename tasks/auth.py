@@ -1,0 +1,94 @@
+"""Who may use the jobs API, written once as a decorator.
+
+- An API token in `Authorization: Bearer <token>`: looked up by its SHA-256 digest.
+- A staff session (the admin's login); unsafe methods then also need Django's CSRF token,
+  because a browser sends the session cookie on its own.
+- For reading one job (its JSON, its page, its report): a signed link that expires after
+  MESSY_JOB_PAGE_TOKEN_MAX_AGE, so a browser can watch the progress page without a header.
+  It grants nothing else.
+
+No credentials: 401. Credentials that are wrong, revoked, expired or not staff: 403.
+"""
+
+import functools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+
+from project.http import ApiError
+from tasks.models import ApiToken
+from tasks.services import api_token_used, token_hash
+
+_PAGE_SALT = "tasks.job-page"
+
+
+def page_token(job_id: uuid.UUID | str) -> str:
+    return signing.TimestampSigner(salt=_PAGE_SALT).sign(str(job_id))
+
+
+def page_token_valid(token: str, job_id: uuid.UUID | str) -> bool:
+    try:
+        signed = signing.TimestampSigner(salt=_PAGE_SALT).unsign(token, max_age=settings.MESSY_JOB_PAGE_TOKEN_MAX_AGE)
+    except signing.BadSignature:
+        return False
+    return signed == str(job_id)
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(401, "authentication_required", "Use Authorization: Bearer <token>.", headers=_CHALLENGE)
+    return value.strip()
+
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="messy"'}
+
+
+def _csrf_failed(request: HttpRequest) -> bool:
+    check = CsrfViewMiddleware(lambda _: HttpResponse())
+    check.process_request(request)
+    return check.process_view(request, lambda _: HttpResponse(), (), {}) is not None
+
+
+def credentials_required(
+    *, page_link: bool = False
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Let the view run only for a valid token or staff session (or, with page_link, a signed
+    link to the job named by the view's job_id). Sets request.api_token (None for a session)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            request.api_token = None  # type: ignore[attr-defined]
+            raw = _bearer(request)
+            if raw is not None:
+                token = ApiToken.objects.filter(key_hash=token_hash(raw), is_active=True).first()
+                if token is None:
+                    raise ApiError(403, "invalid_token", "That API token is not valid.")
+                api_token_used(token)
+                request.api_token = token  # type: ignore[attr-defined]
+            elif request.user.is_authenticated:
+                if not request.user.is_staff:
+                    raise ApiError(403, "staff_required", "Only staff may use the jobs API.")
+                if _csrf_failed(request):
+                    raise ApiError(403, "csrf_failed", "Send the CSRF token with a session-authenticated request.")
+            elif page_link and "t" in request.GET:
+                if not page_token_valid(request.GET["t"], kwargs["job_id"]):
+                    raise ApiError(403, "invalid_link", "This link is not valid for this job, or it expired.")
+            else:
+                raise ApiError(
+                    401, "authentication_required", "Send an API token or log in as staff.", headers=_CHALLENGE
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

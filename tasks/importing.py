@@ -1,0 +1,232 @@
+"""Bulk import: an uploaded file goes to S3, then a job reads it as a stream and stores its
+good records through messages_persist (the write path's own persistence, rollups included).
+
+Exactly once, however often the job is retried or resumed: a record's message id is derived
+from the job id and the record's position, and each batch's messages, its rejected records
+and the checkpoint that counts them commit in one transaction. A resumed run reads the file
+again from the start and skips the records the checkpoint says are done.
+"""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+
+from messages.services import messages_persist
+from messages.validation import message_validate
+from project.storage import bucket_ensure, s3_client
+from tasks.models import ApiToken, Job, RejectedRecord
+from tasks.records import FORMATS, FileUnreadable, Record, format_sniff, records_read
+from tasks.services import REPORT, UPLOAD, JobFailed, JobRun, Outcome, job_create, job_s3_key
+
+CHUNK_BYTES = 64 * 1024
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class _LimitedReader:
+    """A read()-able view of a stream that counts bytes and refuses more than `limit`, so an
+    upload without (or with a false) Content-Length is still bounded."""
+
+    def __init__(self, head: bytes, stream: IO[bytes], limit: int) -> None:
+        self._head = head
+        self._stream = stream
+        self._limit = limit
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+        else:
+            data = self._stream.read(size if size and size > 0 else CHUNK_BYTES)
+        self.size += len(data)
+        if self.size > self._limit:
+            raise UploadTooLarge()
+        return data
+
+
+def import_job_create(
+    stream: IO[bytes],
+    *,
+    name: str,
+    file_format: str = "",
+    created_by: Any = None,
+    token: ApiToken | None = None,
+    enqueue: bool = True,
+) -> Job:
+    """Store the upload in S3 and queue the job that imports it. The format is the one given,
+    else guessed from the first bytes. Raises UploadTooLarge past MESSY_IMPORT_MAX_BYTES."""
+    head = stream.read(CHUNK_BYTES)
+    file_format = file_format or format_sniff(head)
+    assert file_format in FORMATS
+    job_id = uuid.uuid4()
+    key = job_s3_key(job_id, UPLOAD)
+    reader = _LimitedReader(head, stream, settings.MESSY_IMPORT_MAX_BYTES)
+    bucket_ensure()
+    s3_client().upload_fileobj(reader, settings.S3_BUCKET, key)
+    return job_create(
+        Job.Kind.IMPORT,
+        job_id=job_id,
+        params={"key": key, "format": file_format, "name": name[:200], "bytes": reader.size},
+        progress_total=reader.size,
+        progress_unit="bytes",
+        created_by=created_by,
+        token=token,
+        enqueue=enqueue,
+    )
+
+
+class _CountingChunks:
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.bytes += len(chunk)
+            yield chunk
+
+
+def record_message_id(job_id: uuid.UUID, position: int, unix_ms: int) -> str:
+    """The same id every time the job reads this record: a UUIDv7 layout (time of the upload,
+    then 74 bits of a digest of job and position), so imported rows still land at the right
+    edge of the primary-key index like written ones."""
+    digest = int.from_bytes(hashlib.sha256(job_id.bytes + position.to_bytes(8, "big")).digest()[:10], "big")
+    rand_a, rand_b = digest >> 68, digest & ((1 << 62) - 1)
+    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def _reason(errors: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{name}: {' '.join(messages)}" if name != "__all__" else " ".join(messages)
+        for name, messages in errors.items()
+    )
+
+
+class _Batch:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.accepted_at = int(job.created_at.timestamp() * 1000)
+        self.good: list[dict[str, Any]] = []
+        self.bad: list[RejectedRecord] = []
+        self.rejected = 0
+        self.records = 0
+
+    def add(self, record: Record, reported_so_far: int) -> None:
+        self.records += 1
+        reason, fields = record.error, None
+        if reason is None:
+            clean, errors = message_validate(record.data)
+            if clean is None:
+                reason, fields = _reason(errors), errors
+            else:
+                self.good.append(
+                    {
+                        "id": record_message_id(self.job.pk, record.position, self.accepted_at),
+                        "username": clean.username,
+                        "city": clean.city,
+                        "state": clean.state,
+                        "message": clean.message,
+                        "accepted_at": self.accepted_at,
+                    }
+                )
+                return
+        self.rejected += 1
+        if reported_so_far + len(self.bad) < settings.MESSY_IMPORT_MAX_REPORTED_ERRORS:
+            self.bad.append(RejectedRecord(job=self.job, position=record.position, reason=reason, fields=fields))
+
+
+def _progress_message(state: dict[str, Any]) -> str:
+    return f"{state['records']:,} records read: {state['stored']:,} stored, {state['rejected']:,} rejected."
+
+
+def _batch_commit(run: JobRun, state: dict[str, Any], batch: _Batch, done_bytes: int) -> dict[str, Any]:
+    """Store a batch, its rejections and the checkpoint that counts them, all or nothing."""
+    with transaction.atomic():
+        stored = messages_persist(batch.good)
+        RejectedRecord.objects.bulk_create(batch.bad)
+        state = {
+            **state,
+            "records": state["records"] + batch.records,
+            "valid": state["valid"] + len(batch.good),
+            "stored": state["stored"] + stored,
+            "rejected": state["rejected"] + batch.rejected,
+        }
+        run.checkpoint(done=done_bytes, message=_progress_message(state), state=state)
+    return state
+
+
+def import_run(run: JobRun) -> Outcome:
+    job = run.job
+    file_format = job.params["format"]
+    state: dict[str, Any] = {"records": 0, "valid": 0, "stored": 0, "rejected": 0, **job.checkpoint}
+    body = s3_client().get_object(Bucket=settings.S3_BUCKET, Key=job.params["key"])["Body"]
+    chunks = _CountingChunks(body.iter_chunks(CHUNK_BYTES))
+    skip = state["records"]
+    batch = _Batch(job)
+    try:
+        for number, record in enumerate(records_read(chunks, file_format, settings.MESSY_IMPORT_MAX_RECORD_BYTES)):
+            if number < skip:
+                continue
+            batch.add(record, state["rejected"])
+            if batch.records >= settings.MESSY_IMPORT_BATCH_SIZE:
+                state = _batch_commit(run, state, batch, chunks.bytes)
+                batch = _Batch(job)
+                run.pause_point()
+    except FileUnreadable as exc:
+        state = _batch_commit(run, state, batch, chunks.bytes)
+        where = "element" if file_format == "json" else "line"
+        key = _report_write(job, state, stopped=f"{exc.reason} ({where} {exc.position})")
+        raise JobFailed(
+            f"{exc.reason} ({where} {exc.position}). {state['stored']:,} messages before it were stored.",
+            result=_result(job, state),
+            result_key=key,
+        ) from None
+    finally:
+        body.close()
+    state = _batch_commit(run, state, batch, job.params["bytes"])
+    return Outcome(_result(job, state), _report_write(job, state))
+
+
+def _result(job: Job, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "file": job.params["name"],
+        "format": job.params["format"],
+        "records": state["records"],
+        "valid": state["valid"],
+        "stored": state["stored"],
+        "rejected": state["rejected"],
+    }
+
+
+def _report_write(job: Job, state: dict[str, Any], stopped: str = "") -> str:
+    """The downloadable error report: every rejected record's position and reason (never its
+    content, so a report holds nothing about anyone), as one JSON object in S3."""
+    where = "index" if job.params["format"] == "json" else "line"
+    rejected = RejectedRecord.objects.filter(job=job).order_by("position").values_list("position", "reason", "fields")
+    report = {
+        "job": str(job.pk),
+        **_result(job, state),
+        "listed": min(state["rejected"], settings.MESSY_IMPORT_MAX_REPORTED_ERRORS),
+        "stopped_early": stopped or None,
+        "errors": [
+            {where: position, "reason": reason, **({"fields": fields} if fields else {})}
+            for position, reason, fields in rejected.iterator(chunk_size=5000)
+        ],
+    }
+    key = job_s3_key(job.pk, REPORT)
+    s3_client().put_object(
+        Bucket=settings.S3_BUCKET,
+        Key=key,
+        Body=json.dumps(report, ensure_ascii=False, indent=1).encode("utf-8"),
+        ContentType="application/json",
+        ContentDisposition=f'attachment; filename="import-{job.pk}-errors.json"',
+    )
+    return key

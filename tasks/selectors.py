@@ -1,0 +1,59 @@
+"""Functions that read jobs."""
+
+import uuid
+from typing import Any
+
+from django.db.models import QuerySet
+from django.urls import reverse
+
+from tasks.models import ErasureTally, Job
+
+
+def job_get(job_id: uuid.UUID) -> Job | None:
+    return Job.objects.filter(pk=job_id).first()
+
+
+def jobs_list(kind: str = "", status: str = "", limit: int = 100) -> QuerySet[Job]:
+    jobs = Job.objects.order_by("-created_at")
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    if status:
+        jobs = jobs.filter(status=status)
+    return jobs[:limit]
+
+
+def erasure_count() -> int:
+    tally = ErasureTally.objects.filter(pk=1).first()
+    return tally.erasures if tally else 0
+
+
+def job_json(job: Job, page_token: str = "") -> dict[str, Any]:
+    """What the API says about a job. Never the erasure subject or the resume checkpoint."""
+    urls = {
+        "self": reverse("job-detail", args=[job.pk]),
+        "cancel": reverse("job-cancel", args=[job.pk]),
+        "page": reverse("job-page", args=[job.pk]) + (f"?t={page_token}" if page_token else ""),
+    }
+    if job.result_key:
+        urls["report"] = reverse("job-report", args=[job.pk])
+    body: dict[str, Any] = {
+        "id": str(job.pk),
+        "kind": job.kind,
+        "status": job.status,
+        "progress": {
+            "done": job.progress_done,
+            "total": job.progress_total,
+            "unit": job.progress_unit,
+            "message": job.progress_message,
+        },
+        "cancel_requested": job.cancel_requested,
+        "error": job.error or None,
+        "result": job.result,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "urls": urls,
+    }
+    if job.kind == Job.Kind.ERASE:
+        body["erasures_performed"] = erasure_count()
+    return body

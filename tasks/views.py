@@ -1,0 +1,169 @@
+"""The jobs API and the progress page. Thin: check, call one service or selector, answer."""
+
+import uuid
+from typing import IO, Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+
+from messages.payloads import write_data
+from messages.validation import message_validate
+from project.http import ApiError, api_view, json_response, methods
+from project.storage import presigned_get_url
+from tasks import selectors, services
+from tasks.auth import credentials_required, page_token
+from tasks.erasing import erasure_job_create
+from tasks.importing import UploadTooLarge, import_job_create
+from tasks.models import Job
+from tasks.records import FORMATS
+
+_FORMAT_BY_TYPE = {
+    "application/json": "json",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "text/csv": "csv",
+}
+# Room for multipart boundaries and headers around a file of the largest allowed size.
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _job_or_404(job_id: uuid.UUID) -> Job:
+    job = selectors.job_get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", "No job with that id.")
+    return job
+
+
+def _created(job: Job) -> HttpResponse:
+    return json_response(
+        selectors.job_json(job, page_token(job.pk)), status=202, headers={"Location": f"/tasks/jobs/{job.pk}/"}
+    )
+
+
+def _upload(request: HttpRequest) -> tuple[IO[bytes], str, str]:
+    """The uploaded file, its name and its declared format: a multipart field "file", or the
+    raw body typed by Content-Type. ?format= (or a "format" form field) overrides."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError(400, "bad_content_length", "Content-Length is not a number.") from None
+    if declared > settings.MESSY_IMPORT_MAX_BYTES + _MULTIPART_OVERHEAD:
+        raise ApiError(413, "file_too_large", f"Import files are limited to {settings.MESSY_IMPORT_MAX_BYTES} bytes.")
+    media_type = (request.content_type or "").lower()
+    if media_type == "multipart/form-data":
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ApiError(
+                400, "file_required", 'Send the file in the multipart field "file".', fields={"file": ["Required."]}
+            )
+        stream: Any = upload
+        name, file_format = upload.name or "upload", request.POST.get("format", "")
+    else:
+        stream, name, file_format = request, request.GET.get("name", "upload"), _FORMAT_BY_TYPE.get(media_type, "")
+    file_format = request.GET.get("format", file_format)
+    if file_format and file_format not in FORMATS:
+        raise ApiError(
+            400,
+            "invalid_format",
+            f"format must be one of {', '.join(FORMATS)}.",
+            fields={"format": ["Unknown format."]},
+        )
+    return stream, name, file_format
+
+
+@api_view
+@methods("POST")
+@credentials_required()
+def import_create(request: HttpRequest) -> HttpResponse:
+    stream, name, file_format = _upload(request)
+    try:
+        job = import_job_create(
+            stream,
+            name=name,
+            file_format=file_format,
+            created_by=request.user,
+            token=request.api_token,  # type: ignore[attr-defined]
+        )
+    except UploadTooLarge:
+        raise ApiError(
+            413, "file_too_large", f"Import files are limited to {settings.MESSY_IMPORT_MAX_BYTES} bytes."
+        ) from None
+    return _created(job)
+
+
+@api_view
+@methods("GET", "POST")
+@credentials_required()
+def erase(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return json_response({"erasures_performed": selectors.erasure_count()})
+    data = write_data(request)
+    # The username rules of the write endpoint, with placeholders for the other fields.
+    _, errors = message_validate({"city": "-", "state": "-", "message": "-", **data})
+    if "username" in errors:
+        raise ApiError(400, "invalid_username", "Name the user to erase.", fields={"username": errors["username"]})
+    job = erasure_job_create(
+        data["username"].strip(),
+        created_by=request.user,
+        token=request.api_token,  # type: ignore[attr-defined]
+    )
+    return _created(job)
+
+
+@api_view
+@methods("GET")
+@credentials_required()
+def jobs_list(request: HttpRequest) -> HttpResponse:
+    kind, status = request.GET.get("kind", ""), request.GET.get("status", "")
+    if kind and kind not in Job.Kind.values:
+        raise ApiError(
+            400, "invalid_filter", "Unknown kind.", fields={"kind": [f"One of {', '.join(Job.Kind.values)}."]}
+        )
+    if status and status not in Job.Status.values:
+        raise ApiError(
+            400, "invalid_filter", "Unknown status.", fields={"status": [f"One of {', '.join(Job.Status.values)}."]}
+        )
+    jobs = selectors.jobs_list(kind=kind, status=status)
+    return json_response({"jobs": [selectors.job_json(job) for job in jobs]})
+
+
+@api_view
+@methods("GET")
+@credentials_required(page_link=True)
+def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    return json_response(selectors.job_json(_job_or_404(job_id)), headers={"Cache-Control": "no-store"})
+
+
+@api_view
+@methods("POST")
+@credentials_required()
+def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = _job_or_404(job_id)
+    if not services.job_cancel(job):
+        raise ApiError(409, "job_finished", f"The job has already {job.status}.")
+    job.refresh_from_db()
+    return json_response(selectors.job_json(job), status=202)
+
+
+@api_view
+@methods("GET")
+@credentials_required(page_link=True)
+def job_report(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = _job_or_404(job_id)
+    if not job.result_key:
+        raise ApiError(404, "no_report", "This job has no report (yet).")
+    return HttpResponseRedirect(presigned_get_url(job.result_key, settings.MESSY_JOB_REPORT_URL_EXPIRY))
+
+
+@api_view
+@methods("GET")
+@credentials_required(page_link=True)
+def job_page(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = _job_or_404(job_id)
+    response = render(request, "tasks/job.html", {"job": job, "link_token": request.GET.get("t", "")})
+    # The link's token must not travel on to S3 (the report download) in a Referer header.
+    response["Referrer-Policy"] = "no-referrer"
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,127 @@
+"""Fixtures for the jobs tests: the S3 bucket, API tokens, rollup checks and real Celery
+worker processes consuming the jobs queue (on this test run's own broker database)."""
+
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from messages.services import messages_persist
+from project.storage import bucket_ensure
+from stats.selectors import rollups_differences
+from tasks import services
+from tests.conftest import ROOT, free_port
+
+
+@pytest.fixture
+def s3(s3_server: str) -> str:
+    bucket_ensure()
+    return s3_server
+
+
+@pytest.fixture
+def token() -> str:
+    _, raw = services.api_token_create(f"test-{uuid.uuid4().hex[:8]}")
+    return raw
+
+
+@pytest.fixture
+def api(token: str) -> Client:
+    """A client that sends a valid API token with every request."""
+    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def payload(username: str, city: str = "Paris", state: str = "IDF", accepted_at: int = 1_764_000_000_000) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "username": username,
+        "city": city,
+        "state": state,
+        "message": f"hello from {username}",
+        "accepted_at": accepted_at,
+    }
+
+
+def store(rows: list[dict[str, Any]]) -> int:
+    return messages_persist(rows)
+
+
+def assert_rollups_exact() -> None:
+    assert rollups_differences() == []
+
+
+def ndjson(rows: list[dict[str, Any] | str]) -> bytes:
+    import json
+
+    return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows).encode()
+
+
+class Worker:
+    """`celery worker -Q jobs`, one process, in its own process group so kill -9 takes it and
+    its pool child at once, as a machine failure would."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(ROOT / ".venv/bin/celery"), "-A", "project", "worker", "-Q", "jobs",
+                    "--concurrency", "1", "-n", f"jobs-test-{free_port()}@%h",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def kill9(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+@pytest.fixture
+def workers(subprocess_env: dict[str, str], artifacts_dir: Path, request: Any) -> Iterator[Any]:
+    """Start workers with `workers(**extra_env)`; every one still running is stopped afterwards."""
+    started: list[Worker] = []
+
+    def start(**extra_env: str) -> Worker:
+        log = artifacts_dir / f"tasks-worker-{request.node.name}-{len(started)}.log"
+        worker = Worker({**subprocess_env, **extra_env}, log)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def import_job(data: bytes, file_format: str = "", name: str = "upload.ndjson") -> Any:
+    """A queued import job of `data`, with no task published (the test runs it)."""
+    import io
+
+    from tasks.importing import import_job_create
+
+    return import_job_create(io.BytesIO(data), name=name, file_format=file_format, enqueue=False)
+
+
+def rows(count: int, username: str = "ana", start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"username": username, "city": f"city{i % 3}", "state": f"S{i % 2}", "message": f"message {i}"}
+        for i in range(start, start + count)
+    ]
