@@ -308,15 +308,16 @@ def _finish(
 
 
 def _finish_update(rows: Any, status: str, **fields: Any) -> bool:
-    job_ids = list(rows.values_list("pk", flat=True)[:1])
+    found = list(rows.values_list("pk", "kind")[:1])
     changes = {"status": status, "finished_at": Now(), "subject": "", "owner": "", "heartbeat_at": None}
     if status != Job.Status.SUCCEEDED:
         changes["progress_message"] = ""
     if rows.update(**changes, **{k: v for k, v in fields.items() if v is not None}) != 1:
         return False
-    RejectedRecord.objects.filter(job_id__in=job_ids).delete()
-    for job_id in job_ids:
-        transaction.on_commit(functools.partial(_upload_delete, job_id))
+    for job_id, kind in found:
+        if kind == Job.Kind.IMPORT:
+            RejectedRecord.objects.filter(job_id=job_id).delete()
+            transaction.on_commit(functools.partial(_upload_delete, job_id))
     return True
 
 

@@ -1,0 +1,159 @@
+"""Erasure: every stored and staged message of a user goes, rollups stay exact, and nothing
+is left that says who it was."""
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.test import Client
+
+from messages import staging
+from messages.models import Message
+from messages.services import messages_persist, messages_stage, payload_cache_key
+from messages.validation import MessageInput
+from stats.models import UserCount
+from tasks import selectors, services
+from tasks.models import Job
+from tests.tasks.conftest import assert_rollups_exact, payload, store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+USER = "eve-the-erased"
+
+
+def stage(username: str, count: int = 1) -> list[str]:
+    inputs = [MessageInput(username, "Nice", "PAC", f"staged {i}") for i in range(count)]
+    body = messages_stage(inputs, lambda staged: {"ids": [m.id for m in staged]})
+    return body["ids"]
+
+
+def stream_usernames(stream: str) -> list[str]:
+    return [json.loads(fields[b"m"])["username"] for _, fields in staging.redis_client().xrange(stream)]
+
+
+def erase(api: Client, username: str = USER) -> str:
+    response = api.post("/tasks/erase/", {"username": username}, content_type="application/json")
+    assert response.status_code == 202, response.content
+    return response.json()["id"]
+
+
+def test_an_erasure_removes_stored_staged_dead_lettered_and_cached_messages_and_keeps_rollups_exact(api, settings):
+    settings.MESSY_ERASE_BATCH_SIZE = 10
+    store([payload(USER, city=f"c{i % 4}", state=f"S{i % 3}") for i in range(35)])
+    store([payload("bob", city="c1", state="S1") for _ in range(5)])
+    staged_ids = stage(USER, 3) + stage("bob", 2)
+    dead = json.dumps(payload(USER)).encode()
+    staging.redis_client().xadd(staging.dead_letter_key(), {"m": dead, "reason": "test"})
+    stored_copy = Message.objects.filter(username=USER).values_list("id", flat=True).first()
+    caches["staged"].set(payload_cache_key(str(stored_copy)), {"username": USER})
+
+    job_id = erase(api)
+    assert services.job_run(job_id) == "succeeded"
+
+    job = Job.objects.get(pk=job_id)
+    assert job.result == {"messages_erased": 35, "staged_erased": 3}
+    assert (job.progress_done, job.progress_total) == (35, 35)
+    assert not Message.objects.filter(username=USER).exists()
+    assert Message.objects.filter(username="bob").count() == 5
+    assert stream_usernames(staging.stream_key()) == ["bob", "bob"]
+    assert stream_usernames(staging.dead_letter_key()) == []
+    cached = caches["staged"].get_many([payload_cache_key(i) for i in staged_ids])
+    assert cached.keys() == {payload_cache_key(i) for i in staged_ids[3:]}
+    assert caches["staged"].get(payload_cache_key(str(stored_copy))) is None
+    assert not UserCount.objects.filter(username=USER).exists()
+    assert_rollups_exact()
+    assert selectors.erasure_count() == 1
+
+
+def test_a_message_a_drain_is_storing_while_the_job_runs_is_erased_too(api, settings):
+    settings.MESSY_ERASE_PENDING_WAIT_SECONDS = 20
+    stage(USER, 2)
+    staging.group_ensure()
+    held = staging.batch_claim("drain-under-test", 100)  # read, not yet stored: pending
+    assert len(held) == 2
+
+    def drain_finishes_later() -> None:
+        time.sleep(1)
+        messages_persist([staging.payload_decode(entry.payload) for entry in held])
+        staging.batch_ack([entry.entry_id for entry in held], 2, 0)
+        connection.close()
+
+    drain = threading.Thread(target=drain_finishes_later)
+    drain.start()
+    job_id = erase(api)
+    assert services.job_run(job_id) == "succeeded"
+    drain.join()
+    assert Message.objects.filter(username=USER).count() == 0
+    assert_rollups_exact()
+
+
+def test_a_message_that_arrives_while_the_job_runs_is_erased_too(api, settings):
+    settings.MESSY_ERASE_BATCH_SIZE = 5
+    store([payload(USER) for _ in range(12)])
+    arrived: list[str] = []
+
+    def on_progress(job: Job) -> None:
+        if not arrived:
+            arrived.extend(stage(USER))
+
+    job_id = erase(api)
+    assert services.job_run(job_id, on_progress=on_progress) == "succeeded"
+    assert arrived and stream_usernames(staging.stream_key()) == []
+    assert Job.objects.get(pk=job_id).result == {"messages_erased": 12, "staged_erased": 1}
+
+
+def test_nothing_identifies_the_erased_user_afterwards(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    store([payload(USER) for _ in range(3)])
+    job_id = erase(api)
+    assert Job.objects.get(pk=job_id).subject == USER  # needed to resume until it finishes
+    services.job_run(job_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT row_to_json(j)::text FROM tasks_job j WHERE id = %s", [job_id])
+        (row,) = cursor.fetchone()
+    assert USER not in row
+    assert USER not in api.get(f"/tasks/jobs/{job_id}/").content.decode()
+    assert USER not in api.get("/tasks/jobs/?kind=erase").content.decode()
+    assert USER not in caplog.text
+    assert api.get("/tasks/erase/").json() == {"erasures_performed": 1}
+
+
+def test_a_failed_erasure_wipes_the_username_too(api, settings):
+    settings.MESSY_ERASE_PENDING_WAIT_SECONDS = 0
+    stage(USER)
+    staging.group_ensure()
+    staging.batch_claim("a-drain-that-never-finishes", 10)
+    job_id = erase(api)
+    assert services.job_run(job_id) == "failed"
+    job = Job.objects.get(pk=job_id)
+    assert job.subject == "" and "still being stored" in job.error
+    assert selectors.erasure_count() == 0
+
+
+def test_erasures_are_rate_limited_by_a_counter_every_worker_shares(api, settings):
+    settings.MESSY_ERASE_RATE_PER_MINUTE = 1
+    first, second = erase(api, "u1"), erase(api, "u2")
+    assert services.job_run(first) == "succeeded"
+    assert services.job_run(second) == "deferred"
+    job = Job.objects.get(pk=second)
+    assert (job.status, job.progress_message) == ("queued", "Waiting for the erasure rate limit.")
+    keys = staging.redis_client().keys(staging.key("jobs", "erase-rate", "*"))
+    assert len(keys) == 1 and int(staging.redis_client().get(keys[0])) == 2
+
+
+def test_a_resumed_erasure_does_not_wait_for_the_rate_limit(api, settings):
+    settings.MESSY_ERASE_RATE_PER_MINUTE = 0
+    job_id = erase(api)
+    Job.objects.filter(pk=job_id).update(started_at="2026-01-01T00:00:00Z")  # it had started before
+    assert services.job_run(job_id) == "succeeded"
+
+
+@pytest.mark.parametrize("body", [{}, {"username": ""}, {"username": "a\x00b"}, {"username": "x" * 500}])
+def test_an_erasure_needs_a_valid_username(api, body):
+    response = api.post("/tasks/erase/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "username" in response.json()["fields"]
