@@ -125,13 +125,15 @@ def drain_schedule(slot: int) -> None:
     from messages.tasks import drain_messages
 
     try:
-        drain_messages.apply_async(args=[slot], retry=True, retry_policy={"max_retries": 2, "interval_start": 0.1})
+        drain_messages.apply_async(args=(slot,), retry=True, retry_policy={"max_retries": 2, "interval_start": 0.1})
     except Exception:
         logger.exception("could not publish a drain task; the sweep will retry")
         staging.slot_release(slot)
 
 
-def _parse_entries(entries: Sequence[staging.StagedEntry]) -> tuple[list[tuple[staging.StagedEntry, dict[str, Any]]], int]:
+def _parse_entries(
+    entries: Sequence[staging.StagedEntry],
+) -> tuple[list[tuple[staging.StagedEntry, dict[str, Any]]], int]:
     parsed = []
     oldest_ms = 0
     for entry in entries:

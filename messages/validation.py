@@ -50,7 +50,7 @@ def message_validate(data: Mapping[str, Any]) -> tuple[MessageInput | None, dict
     if not isinstance(data, Mapping):
         return None, {"__all__": ["Each message must be a JSON object."]}
     errors: dict[str, list[str]] = {}
-    clean: dict[str, str] = {}
+    clean: dict[str, Any] = {}
     for name in MESSAGE_FIELDS:
         max_chars = settings.MESSY_MESSAGE_MAX_CHARS if name == "message" else settings.MESSY_FIELD_MAX_CHARS
         value = data.get(name)
@@ -58,7 +58,7 @@ def message_validate(data: Mapping[str, Any]) -> tuple[MessageInput | None, dict
         if error:
             errors[name] = [error]
         else:
-            clean[name] = value.strip() if name in _SHORT_FIELDS else value
+            clean[name] = str(value).strip() if name in _SHORT_FIELDS else value
     if errors:
         return None, errors
     return MessageInput(**clean), {}

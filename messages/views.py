@@ -54,11 +54,17 @@ def _stage(request: HttpRequest, inputs: list, answer: Callable, meaning: list) 
             fingerprint=payloads.fingerprint(meaning) if client_key else "",
         )
     except services.IdempotencyConflict:
-        raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used for a different request.") from None
+        raise ApiError(
+            422, "idempotency_key_reused", "This Idempotency-Key was used for a different request."
+        ) from None
     except services.BacklogFull:
-        raise ApiError(503, "backlog_full", "Too many messages are waiting; retry later.", headers=retry_after) from None
+        raise ApiError(
+            503, "backlog_full", "Too many messages are waiting; retry later.", headers=retry_after
+        ) from None
     except redis.RedisError:
-        raise ApiError(503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=retry_after) from None
+        raise ApiError(
+            503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=retry_after
+        ) from None
     return json_response(body, status=ACCEPTED)
 
 

@@ -17,7 +17,7 @@ class PersistentPyMemcacheCache(PyMemcacheCache):
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(server, params)
-        self._options.setdefault("hasher", Crc32RendezvousHash)
+        self._options.setdefault("hasher", Crc32RendezvousHash)  # type: ignore[attr-defined]
 
     def close(self, **kwargs: Any) -> None:
         pass

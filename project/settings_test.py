@@ -11,6 +11,6 @@ os.environ.setdefault("S3_BUCKET", "messy-test-stats")
 os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:9100")
 os.environ.setdefault("MESSY_BENCH_ENDPOINTS", "1")
 
-from project.settings import *  # noqa: E402, F403
+from project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

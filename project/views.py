@@ -31,7 +31,7 @@ def _check(name: str, probe) -> tuple[str, str]:
 
 
 def _memcached_probe() -> None:
-    client = caches["default"]._cache  # the pymemcache HashClient
+    client = caches["default"]._cache  # type: ignore[attr-defined]  # the pymemcache HashClient
     for server in client.clients.values():
         server.version()
 
@@ -62,7 +62,9 @@ class _SharedCountersCollector:
 
     def collect(self):
         counters = staging.metrics_snapshot()
-        yield GaugeMetricFamily("messy_backlog_messages", "Messages staged and not yet stored.", value=staging.backlog())
+        yield GaugeMetricFamily(
+            "messy_backlog_messages", "Messages staged and not yet stored.", value=staging.backlog()
+        )
         yield CounterMetricFamily(
             "messy_messages_accepted", "Messages accepted (202) by the write endpoints.", value=staging.accepted_total()
         )
@@ -71,7 +73,9 @@ class _SharedCountersCollector:
             ("dead_lettered", "Staged entries parked because they could never be stored."),
         ):
             yield CounterMetricFamily(f"messy_messages_{name}", help_text, value=counters.get(name, 0))
-        rejected = CounterMetricFamily("messy_messages_rejected", "Messages refused by the write endpoints.", labels=["reason"])
+        rejected = CounterMetricFamily(
+            "messy_messages_rejected", "Messages refused by the write endpoints.", labels=["reason"]
+        )
         rejected.add_metric(["invalid"], counters.get("rejected_invalid", 0))
         rejected.add_metric(["backpressure"], counters.get("rejected_backpressure", 0))
         yield rejected
@@ -95,5 +99,5 @@ class _SharedCountersCollector:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SharedCountersCollector())  # type: ignore[arg-type]
+    registry.register(_SharedCountersCollector())
     return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -50,7 +50,7 @@ def redis_flushed() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3-compatible server (moto's standalone server) on 127.0.0.1."""
-    endpoint = settings.S3_ENDPOINT_URL
+    endpoint = str(settings.S3_ENDPOINT_URL)
     port = int(endpoint.rsplit(":", 1)[1])
     process = None
     if not port_open(port):
@@ -75,8 +75,8 @@ def artifacts_dir() -> Path:
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     """Environment for processes a test starts: same settings, same test database."""
-    env = dict(os.environ)
+    env: dict[str, str] = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "project.settings_test"
-    env["POSTGRES_DB"] = settings.DATABASES["default"]["NAME"]
+    env["POSTGRES_DB"] = str(settings.DATABASES["default"]["NAME"])
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env

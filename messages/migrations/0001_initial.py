@@ -4,26 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('username', models.TextField(db_index=True)),
-                ('city', models.TextField()),
-                ('state', models.TextField()),
-                ('message', models.TextField()),
-                ('accepted_at', models.DateTimeField(help_text='When the web process accepted the message.')),
-                ('stored_at', models.DateTimeField(help_text='When a worker stored it.')),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                ("username", models.TextField(db_index=True)),
+                ("city", models.TextField()),
+                ("state", models.TextField()),
+                ("message", models.TextField()),
+                ("accepted_at", models.DateTimeField(help_text="When the web process accepted the message.")),
+                ("stored_at", models.DateTimeField(help_text="When a worker stored it.")),
             ],
             options={
-                'db_table': 'message',
+                "db_table": "message",
             },
         ),
     ]

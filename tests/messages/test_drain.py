@@ -50,8 +50,14 @@ def test_a_drain_stores_every_staged_message_once_with_rollups():
 
 def test_persisting_the_same_payloads_twice_changes_nothing_the_second_time():
     payloads = [
-        {"id": str(services.message_id_new()), "username": "a", "city": "c", "state": "s", "message": "m",
-         "accepted_at": 1_700_000_000_000}
+        {
+            "id": str(services.message_id_new()),
+            "username": "a",
+            "city": "c",
+            "state": "s",
+            "message": "m",
+            "accepted_at": 1_700_000_000_000,
+        }
         for _ in range(5)
     ]
     assert services.messages_persist(payloads) == 5
@@ -101,8 +107,14 @@ def test_a_malformed_staged_entry_is_dead_lettered_and_does_not_block_the_others
 
 def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored():
     write_many(4)
-    poison = {"id": str(services.message_id_new()), "username": "a\x00b", "city": "c", "state": "s", "message": "m",
-              "accepted_at": 1_700_000_000_000}
+    poison = {
+        "id": str(services.message_id_new()),
+        "username": "a\x00b",
+        "city": "c",
+        "state": "s",
+        "message": "m",
+        "accepted_at": 1_700_000_000_000,
+    }
     staging.redis_client().xadd(staging.stream_key(), {"m": json.dumps(poison)})
     write_many(4)
     report = services.messages_drain(slot=0)

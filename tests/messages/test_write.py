@@ -94,7 +94,9 @@ def test_it_rejects_a_nul_byte_sent_as_a_form_field(client):
 
 
 def test_it_rejects_a_lone_surrogate_from_a_json_escape(client):
-    response = post_json(client, "/message/write/", '{"username": "a", "city": "b", "state": "c", "message": "\\ud800"}')
+    response = post_json(
+        client, "/message/write/", '{"username": "a", "city": "b", "state": "c", "message": "\\ud800"}'
+    )
     assert response.status_code == 400
     assert "Unicode" in response.json()["fields"]["message"][0]
 

@@ -4,10 +4,12 @@ their own (migrated from scratch) and Redis databases of their own."""
 
 import concurrent.futures
 import http.client
+import itertools
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,7 +98,9 @@ class Stack:
         wait_for_port(self.memcached_port)
 
     def start_web(self, processes: int = 2) -> None:
-        self._start("web", ["./runserver.sh"], {"MESSY_BIND": f"127.0.0.1:{self.web_port}", "WEB_PROCESSES": str(processes)})
+        self._start(
+            "web", ["./runserver.sh"], {"MESSY_BIND": f"127.0.0.1:{self.web_port}", "WEB_PROCESSES": str(processes)}
+        )
         wait_for_port(self.web_port, timeout=30)
 
     def start_worker(self, name: str = "worker", concurrency: int = 2) -> subprocess.Popen:
@@ -197,21 +201,31 @@ def load_run(
         if status == 202:
             result.accepted.extend(r["id"] for r in body["results"] if r["status"] == "accepted")
 
-    jobs: list[Callable[[], None]] = [lambda i=i: single(i) for i in range(singles)]
-    jobs += [lambda i=i: batch(i) for i in range(batches)]
-    # Interleave singles and batches so both kinds are in flight together.
-    jobs.sort(key=lambda job: hash(job) % 1000)
-    fault_at = len(jobs) // 2
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        futures = []
-        for index, job in enumerate(jobs):
-            if during and index == fault_at:
-                for future in futures:
-                    future.result()
-                during()
-            futures.append(pool.submit(job))
+    # Batches spread evenly among the singles, so both kinds are in flight together.
+    jobs: list[tuple[Callable[[int], None], int]] = [(single, i) for i in range(singles)]
+    step = max(1, singles // max(1, batches))
+    for i in range(batches):
+        jobs.insert(min(len(jobs), i * (step + 1)), (batch, i))
+    # The fault starts once half the requests are answered, while the rest keep coming.
+    halfway = threading.Event()
+    answered = itertools.count(1)
+
+    def run(job: Callable[[int], None], i: int) -> None:
+        job(i)
+        if next(answered) == len(jobs) // 2:
+            halfway.set()
+
+    def inject_fault() -> None:
+        if during and halfway.wait(300):
+            during()
+
+    with concurrent.futures.ThreadPoolExecutor(threads + 1) as pool:
+        fault = pool.submit(inject_fault)
+        futures = [pool.submit(run, job, i) for job, i in jobs]
         for future in futures:
             future.result()
+        halfway.set()
+        fault.result()
     return result
 
 
@@ -220,7 +234,7 @@ def wait_until_stored(stack: Stack, expected: int, timeout: float = 120) -> int:
     with stack.db() as connection, connection.cursor() as cursor:
         while True:
             cursor.execute("SELECT count(*) FROM message")
-            stored = cursor.fetchone()[0]
+            (stored,) = cursor.fetchone() or (0,)
             if stored >= expected or time.monotonic() > deadline:
                 return stored
             time.sleep(0.5)

@@ -1,0 +1,112 @@
+"""`make bench`: every figure the README quotes, from one run on one server configuration.
+
+  single-message accept rate vs a no-op Django view on the same gunicorn, and their ratio
+  p50/p99 latency of single writes at half the measured peak
+  batch accept rate in messages/s
+  persist rate of one worker process in messages/s (rollups included)
+  stats publish time at 10 thousand and 10 million messages (bench/publish.py)
+
+The web server is the production one (runserver.sh: gunicorn, sync workers, WEB_PROCESSES),
+with the access log off for both views. No worker runs while accept rates are measured, so
+the web tier is measured alone; the persist rate is measured alone too. Options:
+  --seconds N   length of each HTTP measurement (default 10)
+  --persist N   messages staged for the persist measurement (default 200000)
+  --skip-publish
+"""
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import env
+from bench.http import MESSAGE, hey_latency, wrk_rate
+
+RESULTS = env.ROOT / "bench-results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--persist", type=int, default=200_000)
+    parser.add_argument("--web-processes", type=int, default=(os.cpu_count() or 2) * 2)
+    parser.add_argument("--skip-publish", action="store_true")
+    args = parser.parse_args()
+
+    lines: list[str] = []
+
+    def report(name: str, value: str) -> None:
+        line = f"{name:<48} {value}"
+        print(line, flush=True)
+        lines.append(line)
+
+    report("machine", f"{os.cpu_count()} cores, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    env.database_reset()
+    env.redis_reset()
+    port = env.free_port()
+    web = env.Process(
+        ["./runserver.sh"], MESSY_BIND=f"127.0.0.1:{port}", WEB_PROCESSES=str(args.web_processes), WEB_ACCESS_LOG="off"
+    )
+    try:
+        env.wait_for_http(port)
+        base = f"http://127.0.0.1:{port}"
+        single = json.dumps(MESSAGE)
+        report("web server", f"gunicorn, {args.web_processes} sync worker processes")
+        wrk_rate(f"{base}/message/noop/", single, 2)  # warm up every process
+        wrk_rate(f"{base}/message/write/", single, 2)
+        noop_rate, _ = wrk_rate(f"{base}/message/noop/", single, args.seconds)
+        write_rate, write_errors = wrk_rate(f"{base}/message/write/", single, args.seconds)
+        report("no-op Django view (same server)", f"{noop_rate:,.0f} req/s")
+        report("single-message accept rate", f"{write_rate:,.0f} req/s ({write_errors} non-2xx)")
+        report("accept rate / no-op rate", f"{write_rate / noop_rate:.0%} (target: at least 60%)")
+        latency = hey_latency(f"{base}/message/write/", single, write_rate / 2, args.seconds)
+        report(
+            "latency at half load",
+            f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms at {latency['rate']:,.0f} req/s"
+            f" ({latency['non_202']} non-202) (target: p99 under 20 ms)",
+        )
+        batch_size = 500
+        batch = json.dumps([{**MESSAGE, "message": f"{MESSAGE['message']} {i}"} for i in range(batch_size)])
+        batch_rate, batch_errors = wrk_rate(f"{base}/message/batch/", batch, args.seconds, connections=8)
+        report(
+            f"batch accept rate ({batch_size} per request)",
+            f"{batch_rate * batch_size:,.0f} messages/s ({batch_errors} non-2xx) (target: at least 50,000)",
+        )
+    finally:
+        web.stop()
+
+    env.redis_reset()
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.persist", str(args.persist)],
+        cwd=env.ROOT,
+        env=env.bench_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    persisted = json.loads(output.strip().splitlines()[-1])
+    report(
+        "persist rate, one worker process",
+        f"{persisted['rate']:,.0f} messages/s ({persisted['stored']:,} in {persisted['seconds']:.1f} s,"
+        " rollups included) (target: at least 30,000)",
+    )
+
+    if not args.skip_publish:
+        try:
+            publish = importlib.import_module("bench.publish")
+        except ImportError:
+            report("stats publish", "bench/publish.py not present")
+        else:
+            publish.run(report)
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(env.ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
