@@ -121,7 +121,7 @@ def _staged_erase(username: str) -> list[bytes]:
     for stream in (staging.stream_key(), staging.dead_letter_key()):
         start = "-"
         while True:
-            entries: list[Any] = client.xrange(stream, min=start, max="+", count=SCAN_COUNT)  # type: ignore[assignment]
+            entries: list[Any] = client.xrange(stream, min=start, max="+", count=SCAN_COUNT)
             matching = []
             for entry_id, fields in entries:
                 name, message_id = _username_of(fields.get(b"m"))
@@ -153,7 +153,7 @@ def _in_flight_wait(run: JobRun, entry_ids: list[bytes]) -> None:
     deadline = time.monotonic() + settings.MESSY_ERASE_PENDING_WAIT_SECONDS
     while True:
         try:
-            pending: list[dict[str, Any]] = client.xpending_range(  # type: ignore[assignment]
+            pending: list[dict[str, Any]] = client.xpending_range(
                 staging.stream_key(), staging.CONSUMER_GROUP, min=low, max=high, count=len(waiting) + 100_000
             )
         except redis.ResponseError:

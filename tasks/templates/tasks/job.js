@@ -23,7 +23,13 @@
     rows.replaceChildren();
     var result = job.result || {};
     if (job.erasures_performed !== undefined) { result = Object.assign({}, result, { erasures_performed: job.erasures_performed }); }
-    Object.keys(result).forEach(function (key) {
+    // jsonb does not keep key order: show the counts first, in reading order.
+    var ORDER = ["records", "valid", "stored", "rejected", "messages_erased", "staged_erased", "erasures_performed"];
+    var keys = Object.keys(result).sort(function (a, b) {
+      var i = ORDER.indexOf(a), j = ORDER.indexOf(b);
+      return (i < 0 ? 99 : i) - (j < 0 ? 99 : j) || (a < b ? -1 : 1);
+    });
+    keys.forEach(function (key) {
       var tr = document.createElement("tr"), name = document.createElement("td"), value = document.createElement("td");
       name.textContent = key.replace(/_/g, " ");
       value.textContent = typeof result[key] === "number" ? number(result[key]) : String(result[key]);
