@@ -104,4 +104,4 @@ def test_before_the_first_publish_the_dashboard_says_the_stats_are_coming(dashbo
     page = Page(page_dom(f"{live_server.url}/stat/", budget_ms=2000))
 
     assert page.text["status"].startswith("Statistics are being prepared"), page.text["status"]
-    assert page.text["total-messages"] == "–"
+    assert page.text["total-messages"] == "\N{EN DASH}"

@@ -72,9 +72,11 @@ def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "stats", "--pool", "solo"]
-            + ["-n", f"stats-test-{own_s3.port}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-            + ["--loglevel", "INFO"],
+            [
+                *(sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "stats", "--pool", "solo"),
+                *("-n", f"stats-test-{own_s3.port}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"),
+                *("--loglevel", "INFO"),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
