@@ -41,14 +41,24 @@ class _LimitedReader:
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
+        """Exactly `size` bytes unless the stream ends: S3 uploads take a short read for the end,
+        while request streams may return less than asked at any time."""
+        wanted = size if size and size > 0 else self._limit + 1
+        parts, got = [], 0
         if self._head:
-            data, self._head = self._head, b""
-        else:
-            data = self._stream.read(size if size and size > 0 else CHUNK_BYTES)
-        self.size += len(data)
+            parts.append(self._head[:wanted])
+            self._head = self._head[wanted:]
+            got = len(parts[0])
+        while got < wanted:
+            data = self._stream.read(min(wanted - got, 1024 * 1024))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        self.size += got
         if self.size > self._limit:
             raise UploadTooLarge()
-        return data
+        return b"".join(parts)
 
 
 def import_job_create(

@@ -155,3 +155,9 @@ def test_imported_ids_are_the_same_for_the_same_job_and_position_and_differ_othe
     assert first == record_message_id(job_id, 7, 1_764_000_000_000)
     assert first != record_message_id(job_id, 8, 1_764_000_000_000)
     assert uuid.UUID(first).version == 7
+
+
+def test_an_upload_larger_than_the_first_read_is_stored_whole(s3, api):
+    data = ndjson(rows(3000))  # several times the reader's chunk and the request's read size
+    job, _ = run_and_report(api, upload(api, data))
+    assert (job.params["bytes"], job.result["stored"]) == (len(data), 3000)
