@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from messages.services import messages_persist
 from project import storage
@@ -87,6 +88,30 @@ def own_s3(settings: Any) -> Iterator[S3Process]:
     yield server
     server.stop()
     s3_clients_reset()
+
+
+def publish_schedule_migrated() -> None:
+    """Run the schedule's data migration again: transactional tests empty every table after
+    them, so the row it made may be gone."""
+    call_command("migrate", "stats", "0003", verbosity=0)
+    call_command("migrate", "stats", verbosity=0)
+
+
+def celery_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A real Celery process (worker or beat) of the project, logging to a file."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "project", *args, "--loglevel", "INFO"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stats_worker_start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """One worker process on the "stats" queue only."""
+    quiet = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+    return celery_start(["worker", "-Q", "stats", "--pool", "solo", "-n", f"{name}@%h", *quiet], env, log)
 
 
 @pytest.fixture

@@ -1,26 +1,21 @@
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.management import call_command
 from django_celery_beat.models import PeriodicTask
 
 from project.storage import s3_client
 from stats import selectors
 from stats.tasks import publish_stats
-from tests.stats.conftest import payload, store
+from tests.stats.conftest import payload, publish_schedule_migrated, stats_worker_start, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_migration_schedules_the_publish_every_minute_on_the_stats_queue():
-    # Transactional tests empty every table afterwards: run the data migration again.
-    call_command("migrate", "stats", "0003", verbosity=0)
-    call_command("migrate", "stats", verbosity=0)
+    publish_schedule_migrated()
 
     task = PeriodicTask.objects.get(task="stats.publish")
 
@@ -70,17 +65,7 @@ def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
     store([payload("alice", "Austin", "TX", minute)])
     env = {**subprocess_env, "S3_ENDPOINT_URL": own_s3.endpoint, "S3_BUCKET": django_settings.S3_BUCKET}
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        worker = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "stats", "--pool", "solo"),
-                *("-n", f"stats-test-{own_s3.port}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"),
-                *("--loglevel", "INFO"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = stats_worker_start(f"stats-test-{own_s3.port}", env, log_path)
     try:
         own_s3.stop()
         publish_stats.delay()
