@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from messages import payloads, selectors, services
@@ -110,7 +111,15 @@ def message_batch(request: HttpRequest) -> HttpResponse:
 @api_view
 @methods("GET")
 def message_status(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
-    status = selectors.message_status(message_id)
+    try:
+        status = selectors.message_status(message_id)
+    except DatabaseError:
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "Message status cannot be read now; retry later.",
+            headers={"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)},
+        ) from None
     if status is None:
         raise ApiError(404, "message_not_found", "No message with that id is pending or stored.")
     return json_response(status)

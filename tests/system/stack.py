@@ -7,8 +7,10 @@ import http.client
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +28,9 @@ REDIS_BROKER_URL = "redis://127.0.0.1:6379/9"
 KEY_PREFIX = "messy-sys"
 
 
-def database_create() -> None:
+def database_create(port: int = 5432) -> None:
     """A fresh database, migrated by the project's own manage.py (schedules included)."""
-    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
@@ -37,19 +39,20 @@ def database_create() -> None:
     subprocess.run(
         [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=ROOT,
-        env=base_env(memcached_port=11211, s3_endpoint="http://127.0.0.1:1"),
+        env=base_env(memcached_port=11211, s3_endpoint="http://127.0.0.1:1", postgres_port=port),
         check=True,
         timeout=180,
     )
 
 
-def base_env(memcached_port: int, s3_endpoint: str) -> dict[str, str]:
+def base_env(memcached_port: int, s3_endpoint: str, postgres_port: int = 5432) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "REDIS_", "MESSY_", "CELERY_"))}
     env.update(
         MESSY_NO_LOCAL_SH="1",
         DJANGO_SETTINGS_MODULE="project.settings",
         DJANGO_SECRET_KEY="system-test-only",
         POSTGRES_DB=DATABASE,
+        POSTGRES_PORT=str(postgres_port),
         REDIS_URL=REDIS_STAGING_URL,
         CELERY_BROKER_URL=REDIS_BROKER_URL,
         REDIS_KEY_PREFIX=KEY_PREFIX,
@@ -62,7 +65,7 @@ def base_env(memcached_port: int, s3_endpoint: str) -> dict[str, str]:
         MESSY_DRAIN_SLOT_TTL="4",
         MESSY_DRAIN_BATCH_SIZE="500",
         WEB_ACCESS_LOG="off",
-        LOG_LEVEL="WARNING",
+        LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -74,11 +77,12 @@ class Stack:
     s3_endpoint: str
     memcached_port: int = field(default_factory=free_port)
     web_port: int = field(default_factory=free_port)
+    postgres_port: int = 5432
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return base_env(self.memcached_port, self.s3_endpoint)
+        return base_env(self.memcached_port, self.s3_endpoint, self.postgres_port)
 
     def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
@@ -109,6 +113,9 @@ class Stack:
 
     def start_beat(self, name: str = "beat") -> None:
         self._start(name, ["./runbeat.sh"])
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
@@ -149,12 +156,59 @@ class Stack:
             connection.close()
 
     def db(self) -> psycopg2.extensions.connection:
-        connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=DATABASE)
+        connection = psycopg2.connect(host="127.0.0.1", port=self.postgres_port, user="postgres", dbname=DATABASE)
         connection.autocommit = True
         return connection
 
     def staging_redis(self) -> redis.Redis:
         return redis.Redis.from_url(REDIS_STAGING_URL)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary directory), so a test can
+    stop and start it without touching the machine's server."""
+
+    BIN = Path("/usr/lib/postgresql") / sorted(os.listdir("/usr/lib/postgresql"))[-1] / "bin"
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="messy-pg-"))
+        shutil.chown(self.directory, "postgres")
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self._as_postgres(
+            [str(self.BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        )
+
+    def _as_postgres(self, args: list[str]) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.directory / "server.log")
+        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log, "-w", "start"])
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server; "immediate" is a crash as far as clients are concerned."""
+        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def remove(self) -> None:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass

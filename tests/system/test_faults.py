@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.system.stack import KEY_PREFIX, assert_stored_exactly_once, load_run
+from tests.system.stack import KEY_PREFIX, PrivatePostgres, assert_stored_exactly_once, database_create, load_run
 
 pytestmark = pytest.mark.system
 
@@ -25,11 +25,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(stack):
     killed_holding = []
 
     def kill_mid_batch() -> None:
-        deadline = time.monotonic() + 30
-        while pending_in_consumers(stack) == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        killed_holding.append(pending_in_consumers(stack))
-        stack.kill("doomed")  # SIGKILL to the worker and its pool processes
+        """SIGKILL the worker (and its pool processes) while it holds a batch. With no worker
+        alive right after the kill, entries still pending were held by the dead one; if the
+        kill fell between two batches, start another and try again."""
+        for attempt in range(5):
+            deadline = time.monotonic() + 30
+            while pending_in_consumers(stack) == 0 and time.monotonic() < deadline:
+                time.sleep(0.002)
+            stack.kill(f"doomed-{attempt}" if attempt else "doomed")
+            held = pending_in_consumers(stack)
+            if held:
+                killed_holding.append(held)
+                break
+            stack.start_worker(f"doomed-{attempt + 1}", concurrency=2)
         stack.start_worker("replacement", concurrency=2)
 
     result = load_run(stack, singles=2000, batches=40, batch_size=250, during=kill_mid_batch)
@@ -52,3 +60,48 @@ def test_restarting_memcached_under_load_costs_no_accepted_message(stack):
     # memcached holds only copies: writes never fail because of it.
     assert result.statuses == {202: 2520}
     assert_stored_exactly_once(stack, result.accepted)
+
+
+@pytest.fixture
+def outage_stack(stack):
+    """The stack on a PostgreSQL server of its own, which the test may stop."""
+    server = PrivatePostgres()
+    server.start()
+    database_create(port=server.port)
+    stack.postgres_port = server.port
+    yield stack, server
+    stack.stop_all()
+    server.remove()
+
+
+def test_postgres_down_for_30_seconds_delays_storing_but_loses_and_duplicates_nothing(outage_stack):
+    stack, server = outage_stack
+    stack.start_web()
+    stack.start_worker()
+    stack.start_beat()
+    during_outage = []
+    restarted: list[int] = []
+
+    def outage() -> None:
+        server.stop()
+        time.sleep(5)
+        # Writes never touch the database, so they are still accepted while it is down.
+        late = load_run(stack, singles=200, batches=2, batch_size=100)
+        during_outage.append(late)
+        # Status reads fall back to the memcached copy while the database is away.
+        during_outage.append(stack.get(f"/message/{late.accepted[0]}/"))
+        time.sleep(25)
+        server.start()
+        restarted.append(stack.log("beat").count("Sending due task"))
+
+    result = load_run(stack, singles=1500, batches=15, batch_size=200, during=outage)
+    assert result.statuses == {202: 1515}
+    late, status_during_outage = during_outage
+    assert late.statuses == {202: 202}
+    assert status_during_outage == (200, {"status": "pending", "id": late.accepted[0]})
+    assert_stored_exactly_once(stack, result.accepted + late.accepted)
+    # Beat rode out the outage: it is still sending its schedule afterwards.
+    deadline = time.monotonic() + 20
+    while stack.log("beat").count("Sending due task") <= restarted[0] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert stack.log("beat").count("Sending due task") > restarted[0]
