@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def assert_rollups_exact() -> None:
     assert rollups_differences() == []
 
 
-def ndjson(rows: list[dict[str, Any] | str]) -> bytes:
+def ndjson(rows: Sequence[dict[str, Any] | str]) -> bytes:
     import json
 
     return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows).encode()

@@ -74,7 +74,9 @@ def test_the_page_follows_a_job_live_and_then_shows_the_result_and_report_link(l
     finally:
         polls.close()
     html = dom[0]
-    seen = re.search(r'data-seen="([^"]*)"', html).group(1).split()
+    history = re.search(r'data-seen="([^"]*)"', html)
+    assert history
+    seen = history.group(1).split()
     assert seen[0] == "queued" and "running" in seen and seen[-1] == "succeeded", seen
     assert 'data-status="succeeded"' in html
     assert re.search(r"<td>stored</td><td>4</td>", html)
