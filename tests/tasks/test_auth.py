@@ -142,3 +142,11 @@ def test_cancelling_a_finished_job_is_a_409(api, job):
     assert api.post(f"/tasks/jobs/{job.pk}/cancel/").status_code == 202
     response = api.post(f"/tasks/jobs/{job.pk}/cancel/")
     assert (response.status_code, response.json()["error"]) == (409, "job_finished")
+
+
+def test_a_staff_session_sees_the_page_which_then_reads_the_job_with_the_session(job):
+    client = Client()
+    client.force_login(User.objects.create_user("op2", password="pw", is_staff=True))
+    page = client.get(f"/tasks/{job.pk}/")
+    assert page.status_code == 200 and page["Referrer-Policy"] == "no-referrer"
+    assert f'data-api="/tasks/jobs/{job.pk}/"' in page.content.decode()

@@ -161,3 +161,13 @@ def test_an_upload_larger_than_the_first_read_is_stored_whole(s3, api):
     data = ndjson(rows(3000))  # several times the reader's chunk and the request's read size
     job, _ = run_and_report(api, upload(api, data))
     assert (job.params["bytes"], (job.result or {})["stored"]) == (len(data), 3000)
+
+
+def test_a_raw_upload_over_djangos_in_memory_body_limit_is_streamed_to_s3_whole(s3, api, settings):
+    data = ndjson(rows(60_000))
+    assert len(data) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = upload(api, data)
+    assert response.status_code == 202
+    job = Job.objects.get(pk=response.json()["id"])
+    head = s3_client().head_object(Bucket=settings.S3_BUCKET, Key=job.params["key"])
+    assert job.params["bytes"] == head["ContentLength"] == len(data)

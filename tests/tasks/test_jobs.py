@@ -180,3 +180,17 @@ def test_the_import_task_takes_only_a_json_id(s3):
     job = import_job(ndjson(rows(3)))
     assert run_job.apply(args=json.loads(json.dumps([str(job.pk)]))).get() == "succeeded"
     assert RejectedRecord.objects.count() == 0
+
+
+def test_a_migration_schedules_recovery_and_pruning_on_the_jobs_queue_and_may_run_twice():
+    import importlib
+
+    from django.apps import apps
+    from django_celery_beat.models import PeriodicTask
+
+    migration = importlib.import_module("tasks.migrations.0002_housekeeping_schedules")
+    for _ in range(2):  # the test database is flushed between tests: run it as migrate would
+        migration.schedules_create(apps, None)
+    schedules = {task.task: task for task in PeriodicTask.objects.filter(task__startswith="tasks.")}
+    assert set(schedules) == {"tasks.recover", "tasks.prune"}
+    assert schedules["tasks.recover"].interval.every == 30 and schedules["tasks.recover"].queue == "jobs"
