@@ -40,7 +40,7 @@ MAX_PASSES = 10
 
 _DELETE_CHUNK = """
 WITH gone AS (
-    DELETE FROM message WHERE id IN (SELECT id FROM message WHERE username = %s ORDER BY id LIMIT %s)
+    DELETE FROM message WHERE id IN (SELECT id FROM message WHERE username = %s LIMIT %s)
     RETURNING id, username, city, state, accepted_at
 ), noted AS (
     INSERT INTO messy_deleted (username, city, state, accepted_at)

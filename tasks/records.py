@@ -135,6 +135,8 @@ def _csv_records(chunks: Iterable[bytes], max_bytes: int) -> Iterator[Record]:
         try:
             row = next(reader)
         except StopIteration:
+            if not columns:
+                raise FileUnreadable(1, "The CSV file has no header row.") from None
             return
         except csv.Error as exc:
             yield Record(previous_end + 1, error=f"The CSV record is malformed: {exc}.")

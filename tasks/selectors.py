@@ -27,7 +27,7 @@ def erasure_count() -> int:
     return tally.erasures if tally else 0
 
 
-def job_json(job: Job, page_token: str = "") -> dict[str, Any]:
+def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dict[str, Any]:
     """What the API says about a job. Never the erasure subject or the resume checkpoint."""
     urls = {
         "self": reverse("job-detail", args=[job.pk]),
@@ -55,5 +55,5 @@ def job_json(job: Job, page_token: str = "") -> dict[str, Any]:
         "urls": urls,
     }
     if job.kind == Job.Kind.ERASE:
-        body["erasures_performed"] = erasure_count()
+        body["erasures_performed"] = erasure_count() if erasures is None else erasures
     return body

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import redis
+from botocore.exceptions import BotoCoreError
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, When
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
@@ -34,6 +36,10 @@ from project.storage import s3_client
 from tasks.models import ApiToken, Job, RejectedRecord
 
 logger = logging.getLogger(__name__)
+
+# Errors that can pass (a service unreachable or slow). A run that meets one stops with the job
+# left running; its heartbeat goes stale and recovery resumes it from the checkpoint.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, BotoCoreError)
 
 TOKEN_PREFIX = "messy_"  # noqa: S105 (a marker that tells tokens apart in logs and leaks scanners)
 
@@ -250,17 +256,6 @@ def job_run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None =
         return "failed"
     done = _finish(job, owner, Job.Status.SUCCEEDED, result=outcome.result, result_key=outcome.result_key)
     return "succeeded" if done else "skipped"
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import redis
-    from botocore.exceptions import BotoCoreError
-    from django.db import InterfaceError, OperationalError
-
-    return (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, BotoCoreError)
-
-
-TRANSIENT_ERRORS = _transient_errors()
 
 
 def job_release(job_id: uuid.UUID | str, owner: str) -> bool:

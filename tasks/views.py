@@ -6,6 +6,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 
 from messages.payloads import write_data
 from messages.validation import message_validate
@@ -38,7 +39,9 @@ def _job_or_404(job_id: uuid.UUID) -> Job:
 
 def _created(job: Job) -> HttpResponse:
     return json_response(
-        selectors.job_json(job, page_token(job.pk)), status=202, headers={"Location": f"/tasks/jobs/{job.pk}/"}
+        selectors.job_json(job, page_token(job.pk)),
+        status=202,
+        headers={"Location": reverse("job-detail", args=[job.pk])},
     )
 
 
@@ -126,7 +129,8 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
             400, "invalid_filter", "Unknown status.", fields={"status": [f"One of {', '.join(Job.Status.values)}."]}
         )
     jobs = selectors.jobs_list(kind=kind, status=status)
-    return json_response({"jobs": [selectors.job_json(job) for job in jobs]})
+    erasures = selectors.erasure_count()
+    return json_response({"jobs": [selectors.job_json(job, erasures=erasures) for job in jobs]})
 
 
 @api_view

@@ -123,3 +123,16 @@ def test_a_utf16_file_is_refused_with_a_clear_reason():
 )
 def test_the_format_is_guessed_from_the_first_bytes(head, expected):
     assert format_sniff(head) == expected
+
+
+def test_csv_reports_bad_quoting_and_a_nul_byte_and_reads_on():
+    data = b'username,city,state,message\nana,Lyon,ARA,"bad"quote\nbob,Ly\x00on,ARA,hi\ncleo,Nice,PAC,ok\n'
+    records = read(data, "csv")
+    assert [r.position for r in records] == [2, 3, 4]
+    assert records[0].error and records[0].error.startswith("The CSV record is malformed")
+    assert records[2] == Record(4, {"username": "cleo", "city": "Nice", "state": "PAC", "message": "ok"})
+
+
+def test_an_empty_csv_file_has_no_header_and_is_unreadable():
+    with pytest.raises(FileUnreadable, match="no header"):
+        read(b"\r\n\r\n", "csv")
