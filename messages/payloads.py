@@ -131,7 +131,7 @@ def batch_items(request: HttpRequest) -> list[BatchItem]:
 
 def idempotency_key_from(request: HttpRequest) -> str:
     """The client's Idempotency-Key header, checked; "" when absent."""
-    value = request.headers.get("Idempotency-Key", "")
+    value = request.META.get("HTTP_IDEMPOTENCY_KEY", "")
     if not value:
         return ""
     if len(value) > 255 or not value.isascii() or not value.isprintable():

@@ -28,11 +28,18 @@ def message_id_new() -> uuid.UUID:
 
     Time-ordered ids keep inserts at the right edge of the primary-key index.
     """
+    return uuid.UUID(message_id_text())
+
+
+def message_id_text() -> str:
+    """message_id_new() in its canonical text form, without building a UUID object (the
+    write path mints one per message)."""
     unix_ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     rand_a, rand_b = rand >> 68, rand & ((1 << 62) - 1)
     value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def payload_cache_key(message_id: str) -> str:
@@ -75,7 +82,7 @@ def messages_stage(
     accepted_at = int(time.time() * 1000)
     messages = []
     for item in inputs:
-        message_id = str(message_id_new())
+        message_id = message_id_text()
         payload = {
             "id": message_id,
             "username": item.username,
