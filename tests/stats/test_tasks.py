@@ -31,11 +31,12 @@ def test_a_migration_schedules_the_publish_every_minute_on_the_stats_queue():
 
 
 def test_the_publish_task_publishes_and_reports_it(stats_bucket):
-    result = publish_stats.apply(args=json.loads(json.dumps([])))
+    result = publish_stats.apply(kwargs=json.loads(json.dumps({"force": False})))
 
     assert result.successful()
-    assert result.result["published"] is True
-    assert selectors.stats_published() is not None
+    published = selectors.stats_published()
+    assert published is not None
+    assert result.get() == {"published": True, "generated_at": published["generated_at"]}
 
 
 def test_an_upload_that_s3_refuses_is_not_retried(stats_bucket, settings, caplog):
