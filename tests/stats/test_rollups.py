@@ -2,16 +2,20 @@
 cities, states and minutes; some messages delivered to two workers at once) while an erasure
 runs, and the rollups must still equal a recount of the message table, with no deadlock."""
 
+import json
 import multiprocessing
 import random
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection, connections, transaction
 
 from messages.models import Message
+from project.storage import s3_client
+from stats import services
 from stats.models import Totals
-from stats.selectors import rollups_differences
+from stats.selectors import rollups_differences, stats_blob_recount
 from stats.services import CREATE_DELETED_TABLE, rollups_subtract_deleted
 from tests.stats.conftest import payload, store
 
@@ -87,6 +91,15 @@ def test_rollups_equal_a_recount_after_concurrent_drains_of_overlapping_batches(
     assert rollups_differences() == []
     totals = Totals.objects.get()
     assert (totals.messages, totals.users, totals.cities, totals.states) == (len(unique_ids), len(USERS), 6, 3)
+
+
+def test_the_published_blob_equals_a_recount_of_the_messages_after_concurrent_drains(minute, stats_bucket):
+    run_in_processes([(_drain, (worker,)) for worker in worker_batches(minute)])
+
+    services.stats_publish(now=minute)
+
+    obj = s3_client().get_object(Bucket=stats_bucket, Key=settings.STATS_BLOB_KEY)
+    assert json.loads(obj["Body"].read()) == stats_blob_recount(minute)
 
 
 def test_rollups_equal_a_recount_when_an_erasure_runs_during_the_drains(minute):

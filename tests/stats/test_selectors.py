@@ -58,6 +58,13 @@ def test_the_blob_of_a_known_data_set(minute, settings):
     }
 
 
+def test_the_blob_from_rollups_equals_the_blob_recounted_from_the_messages(minute, settings):
+    settings.STATS_TOP_USERS = 3
+    store(known_messages(minute))
+
+    assert selectors.stats_blob_build(minute) == selectors.stats_blob_recount(minute)
+
+
 def test_the_top_lists_have_the_sizes_the_settings_give(minute, settings):
     settings.STATS_TOP_USERS = 2
     settings.STATS_TOP_CITIES = 1
