@@ -1,6 +1,7 @@
 """Functions that read jobs."""
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -27,6 +28,10 @@ def erasure_count() -> int:
     return tally.erasures if tally else 0
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
 def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dict[str, Any]:
     """What the API says about a job. Never the erasure subject or the resume checkpoint."""
     urls = {
@@ -49,9 +54,9 @@ def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dic
         "cancel_requested": job.cancel_requested,
         "error": job.error or None,
         "result": job.result,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
         "urls": urls,
     }
     if job.kind == Job.Kind.ERASE:

@@ -136,6 +136,8 @@ def test_jobs_are_listed_newest_first_and_filtered_by_kind_and_status(api, job):
     assert [item["id"] for item in api.get("/tasks/jobs/").json()["jobs"]] == [str(queued.pk), str(job.pk)]
     assert api.get("/tasks/jobs/", {"status": "nope"}).status_code == 400
     assert api.get("/tasks/jobs/", {"kind": "import"}).json() == {"jobs": []}
+    created = listed[0]["created_at"]
+    assert "T" in created and created.endswith("+00:00") and listed[0]["finished_at"] is None
 
 
 def test_cancelling_a_finished_job_is_a_409(api, job):
