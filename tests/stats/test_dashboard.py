@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
-from stats import services
+from stats import selectors, services
 from tests.browser import page_dom, page_screenshot
 from tests.stats.conftest import payload, store
 
@@ -105,3 +105,21 @@ def test_before_the_first_publish_the_dashboard_says_the_stats_are_coming(dashbo
 
     assert page.text["status"].startswith("Statistics are being prepared"), page.text["status"]
     assert page.text["total-messages"] == "\N{EN DASH}"
+
+
+def test_the_dashboard_fetches_the_blob_again_every_minute(dashboard_s3, live_server, monkeypatch, minute):
+    services.stats_publish(now=minute)
+    fetched = []
+    real = selectors.stats_published
+
+    def counting() -> dict | None:
+        fetched.append(True)
+        return real()
+
+    # A spy, not a stand-in: every call still reads Redis.
+    monkeypatch.setattr(selectors, "stats_published", counting)
+
+    page = Page(page_dom(f"{live_server.url}/stat/", budget_ms=150_000))
+
+    assert page.text["status"].startswith("Updated")
+    assert len(fetched) == 3, "at 0, 60 and 120 s of (virtual) time"
