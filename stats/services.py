@@ -76,7 +76,11 @@ INSERT INTO stats_minute_count (minute, messages)
 SELECT date_trunc('minute', accepted_at), {sign} * count(*) FROM {source} GROUP BY 1 ORDER BY 1
 ON CONFLICT (minute) DO UPDATE SET messages = stats_minute_count.messages + EXCLUDED.messages
 """
-_MINUTE_DELETE = "DELETE FROM stats_minute_count WHERE messages <= 0"
+# Only the minutes just subtracted from: a primary-key lookup each, not a scan of every minute.
+_MINUTE_DELETE = """
+DELETE FROM stats_minute_count WHERE messages <= 0
+AND minute IN (SELECT date_trunc('minute', accepted_at) FROM {source})
+"""
 
 # An upsert rather than an UPDATE of row 1, so the totals survive a TRUNCATE of the table.
 _TOTALS_CHANGE = """
@@ -120,7 +124,7 @@ def rollups_subtract_deleted(cursor: Any) -> None:
         cursor.execute(delete.format(source="messy_deleted"))
         removed.append(cursor.rowcount)
     cursor.execute(_MINUTE_UPSERT.format(sign=-1, source="messy_deleted"))
-    cursor.execute(_MINUTE_DELETE)
+    cursor.execute(_MINUTE_DELETE.format(source="messy_deleted"))
     # The newest accepted time is left as it was: it says when a message last arrived.
     cursor.execute(
         _TOTALS_CHANGE.format(sign=-1, source="messy_deleted", newest="t.newest_accepted_at"), [-n for n in removed]
