@@ -24,6 +24,7 @@ from tasks.records import FORMATS, FileUnreadable, Record, format_sniff, records
 from tasks.services import REPORT, UPLOAD, JobFailed, JobRun, Outcome, job_create, job_s3_key
 
 CHUNK_BYTES = 64 * 1024
+SKIP_HEARTBEAT_EVERY = 50_000
 
 
 class UploadTooLarge(Exception):
@@ -184,6 +185,8 @@ def import_run(run: JobRun) -> Outcome:
     try:
         for number, record in enumerate(records_read(chunks, file_format, settings.MESSY_IMPORT_MAX_RECORD_BYTES)):
             if number < skip:
+                if number % SKIP_HEARTBEAT_EVERY == 0:
+                    run.heartbeat()  # re-reading a long prefix must not look like a dead worker
                 continue
             batch.add(record, state["rejected"])
             if batch.records >= settings.MESSY_IMPORT_BATCH_SIZE:
