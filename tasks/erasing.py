@@ -76,7 +76,7 @@ def erasure_run(run: JobRun) -> Outcome:
         with transaction.atomic():
             run.checkpoint(done=0, total=state["total"], message="Erasing stored messages.", state=state)
     for _ in range(MAX_PASSES):
-        deleted_entries = _staged_erase(username)
+        deleted_entries = _staged_erase(run, username)
         state["staged"] += len(deleted_entries)
         _in_flight_wait(run, deleted_entries)
         state = _stored_erase(run, username, state)
@@ -113,9 +113,10 @@ def _username_of(raw: bytes | None) -> tuple[str, str]:
         return "", ""
 
 
-def _staged_erase(username: str) -> list[bytes]:
+def _staged_erase(run: JobRun, username: str) -> list[bytes]:
     """Delete the user's entries from the staging and dead-letter streams; return the ids of
-    those deleted from the staging stream (the ones a drain may hold)."""
+    those deleted from the staging stream (the ones a drain may hold). A backlog of a million
+    entries takes seconds to scan, so the scan keeps the heartbeat going."""
     client = staging.redis_client()
     deleted: list[bytes] = []
     for stream in (staging.stream_key(), staging.dead_letter_key()):
@@ -135,6 +136,7 @@ def _staged_erase(username: str) -> list[bytes]:
             if len(entries) < SCAN_COUNT:
                 break
             start = "(" + entries[-1][0].decode()
+            run.heartbeat()
     return deleted
 
 

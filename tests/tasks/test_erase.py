@@ -157,3 +157,15 @@ def test_an_erasure_needs_a_valid_username(api, body):
     response = api.post("/tasks/erase/", body, content_type="application/json")
     assert response.status_code == 400
     assert "username" in response.json()["fields"]
+
+
+def test_a_backlog_larger_than_one_scan_page_is_searched_to_its_end(api, monkeypatch):
+    from tasks import erasing
+
+    monkeypatch.setattr(erasing, "SCAN_COUNT", 3)
+    for name in ("bob", USER, "bob", "bob", "cleo", USER, "bob", "dan", USER):
+        stage(name)
+    job_id = erase(api)
+    assert services.job_run(job_id) == "succeeded"
+    assert stream_usernames(staging.stream_key()) == ["bob", "bob", "bob", "cleo", "bob", "dan"]
+    assert Job.objects.get(pk=job_id).result == {"messages_erased": 0, "staged_erased": 3}
