@@ -43,6 +43,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 "db_table": "tasks_erasure_tally",
+                "verbose_name_plural": "erasure tally",
             },
         ),
         migrations.CreateModel(
