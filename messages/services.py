@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import caches
 from django.db import DataError, IntegrityError, connection, transaction
@@ -95,7 +96,7 @@ def messages_stage(
     body = answer(messages)
     record = json.dumps({"fingerprint": fingerprint, "answer": body}) if idempotency_key else ""
     outcome = staging.stage(
-        [json.dumps(message.payload, ensure_ascii=False) for message in messages],
+        [orjson.dumps(message.payload) for message in messages],
         idempotency_key=idempotency_key,
         idempotency_record=record,
     )

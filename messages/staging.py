@@ -10,7 +10,6 @@ them, because inserts are idempotent on the message id.
 """
 
 import functools
-import json
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from django.conf import settings
 
@@ -98,8 +98,8 @@ class StageOutcome:
     backlog: int = 0
 
 
-def stage(payloads: Sequence[str], idempotency_key: str = "", idempotency_record: str = "") -> StageOutcome:
-    """Append payloads (JSON strings) to the stream in one atomic step."""
+def stage(payloads: Sequence[bytes | str], idempotency_key: str = "", idempotency_record: str = "") -> StageOutcome:
+    """Append payloads (JSON documents) to the stream in one atomic step."""
     keys = [stream_key(), slot_key(0), idempotency_key, metrics_key()]
     args = [
         settings.MESSY_BACKLOG_MAX,
@@ -269,4 +269,4 @@ def consumers_prune(idle_ms: int = 3_600_000) -> int:
 
 
 def payload_decode(raw: bytes) -> dict[str, Any]:
-    return json.loads(raw)
+    return orjson.loads(raw)

@@ -5,10 +5,10 @@ Errors look like {"error": "<stable code>", "message": "<for humans>", "fields":
 """
 
 import functools
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 from django.http import HttpRequest, HttpResponse
 
 JSON_CONTENT_TYPE = "application/json"
@@ -16,7 +16,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HttpResponse:
     return HttpResponse(
-        json.dumps(body, ensure_ascii=False, default=str),
+        orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS),
         status=status,
         content_type=JSON_CONTENT_TYPE,
         headers=headers,
