@@ -150,6 +150,8 @@ STATS_BLOB_KEY = env_str("STATS_BLOB_KEY", "stats/latest.json")
 STATS_URL_EXPIRY_SECONDS = env_int("STATS_URL_EXPIRY_SECONDS", 300)
 STATS_TOP_CITIES = env_int("STATS_TOP_CITIES", 10)
 STATS_TOP_USERS = env_int("STATS_TOP_USERS", 10)
+# Users kept on the leaderboard the top list is read from; at least STATS_TOP_USERS.
+STATS_TOP_USERS_KEPT = max(env_int("STATS_TOP_USERS_KEPT", 100), STATS_TOP_USERS)
 STATS_TIMELINE_MINUTES = env_int("STATS_TIMELINE_MINUTES", 60)
 STATS_STATES_MAX = env_int("STATS_STATES_MAX", 100)
 # Origins whose pages may read the blob from S3 (the dashboard follows /stat/get/ there).

@@ -38,13 +38,38 @@ class CityCount(models.Model):
 
 
 class UserCount(models.Model):
+    """Messages per user. No index on the count: a drain updates thousands of these rows per
+    batch, and without one the updates can be HOT (no index entries to rewrite; the table
+    keeps free space on each page for that). Top users come from TopUser instead."""
+
     username = models.TextField(primary_key=True)
     messages = models.BigIntegerField()
 
     class Meta:
         db_table = "stats_user_count"
-        # Top users without a scan; username breaks ties (see CityCount).
-        indexes = [models.Index(fields=["-messages", "username"], name="stats_user_top")]
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.messages}"
+
+
+class TopUser(models.Model):
+    """The leaderboard: the STATS_TOP_USERS_KEPT users with the most messages, with their
+    counts, and up to as many again just below them (trimmed in bulk, not every batch).
+
+    Drains keep it exact without reading UserCount: counts only grow when messages are
+    stored, so a user can enter the top only at the moment one of their counts grows, and
+    each drain adds its users whose new count reaches the board's lowest. An erasure lowers
+    counts, which can let someone outside the board overtake; it marks the board stale (in
+    Totals) and the next publish rebuilds it from UserCount.
+    """
+
+    username = models.TextField(primary_key=True)
+    messages = models.BigIntegerField()
+
+    class Meta:
+        db_table = "stats_top_user"
+        # username breaks ties (see CityCount).
+        indexes = [models.Index(fields=["-messages", "username"], name="stats_top_user_rank")]
 
     def __str__(self) -> str:
         return f"{self.username}: {self.messages}"
@@ -70,6 +95,7 @@ class Totals(models.Model):
     cities = models.BigIntegerField(default=0)
     states = models.BigIntegerField(default=0)
     newest_accepted_at = models.DateTimeField(null=True)
+    top_users_stale = models.BooleanField(default=False, help_text="An erasure changed a leader: rebuild TopUser.")
 
     class Meta:
         db_table = "stats_totals"

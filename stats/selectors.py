@@ -20,7 +20,7 @@ from django.utils import timezone
 from messages import staging
 from messages.models import Message
 from project.storage import presigned_get_url
-from stats.models import CityCount, MinuteCount, StateCount, Totals, UserCount
+from stats.models import CityCount, MinuteCount, StateCount, TopUser, Totals
 
 # Readers check this before anything else; raise it when the blob's shape changes in a way
 # an old reader would misread (adding a key is not such a change).
@@ -81,7 +81,7 @@ def _read(now: datetime) -> dict[str, Any]:
         CityCount.objects.order_by("-messages", "state", "city").values("state", "city", "messages")[
             : settings.STATS_TOP_CITIES
         ],
-        UserCount.objects.order_by("-messages", "username").values("username", "messages")[: settings.STATS_TOP_USERS],
+        TopUser.objects.order_by("-messages", "username").values("username", "messages")[: settings.STATS_TOP_USERS],
         dict(minutes.values_list("minute", "messages")),
     )
 

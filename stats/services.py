@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from messages import staging
 from project.storage import bucket_cors_set, bucket_ensure, s3_client
+from stats.models import Totals
 from stats.selectors import (
     RECOUNT_CREATE,
     ROLLUP_TABLES,
@@ -71,6 +72,59 @@ _UPSERTS = (
     ),
 )
 
+# Adding: the user upsert also puts every user who now ranks on the leaderboard onto it (see
+# stats.models.TopUser), in the same statement and in username order, so board rows are
+# locked in the same order as user rows. A board row below the last place may keep an old
+# count: it was not updated because it ranked below, and stays below until its next update.
+_USER_ADD = """
+WITH upserted AS (
+    INSERT INTO stats_user_count (username, messages)
+    SELECT username, count(*) FROM messy_inserted GROUP BY username ORDER BY username
+    ON CONFLICT (username) DO UPDATE SET messages = stats_user_count.messages + EXCLUDED.messages
+    RETURNING username, messages, (xmax = 0) AS created
+), last_place AS (
+    -- Rank STATS_TOP_USERS_KEPT (none while the board has fewer users).
+    SELECT messages, username FROM stats_top_user ORDER BY messages DESC, username OFFSET %(kept)s - 1 LIMIT 1
+), onto_board AS (
+    -- Users who now rank at or above the last place, in the board's order (more messages
+    -- first, then username): a tie with the last place that sorts after it stays off.
+    INSERT INTO stats_top_user (username, messages)
+    SELECT u.username, u.messages FROM upserted u LEFT JOIN last_place l ON true
+    WHERE l.username IS NULL OR u.messages > l.messages OR (u.messages = l.messages AND u.username <= l.username)
+    ORDER BY u.username
+    ON CONFLICT (username) DO UPDATE SET messages = EXCLUDED.messages
+)
+SELECT count(*) FILTER (WHERE created) FROM upserted
+"""
+
+# Users below the last place are dropped once they are as many as the places, not after
+# every batch: the board is a superset of the top, and trimming costs a sort of it. Runs
+# while the totals row is held, so one transaction at a time trims; SKIP LOCKED because a
+# board row may be locked by a drain that is itself waiting for the totals row (a row skipped
+# now goes in a later trim).
+_BOARD_TRIM = """
+DELETE FROM stats_top_user WHERE (SELECT count(*) FROM stats_top_user) > 2 * %(kept)s
+AND username IN (
+    SELECT username FROM stats_top_user ORDER BY messages DESC, username OFFSET %(kept)s
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+# Subtracting: the erased users' board rows follow their new counts (or leave with them).
+_BOARD_SUBTRACT = """
+WITH lowered AS (
+    UPDATE stats_top_user t SET messages = u.messages FROM stats_user_count u
+    WHERE t.username = u.username AND t.username IN (SELECT username FROM messy_deleted)
+    RETURNING 1
+), gone AS (
+    DELETE FROM stats_top_user t
+    WHERE t.username IN (SELECT username FROM messy_deleted)
+    AND NOT EXISTS (SELECT 1 FROM stats_user_count u WHERE u.username = t.username)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM lowered) + (SELECT count(*) FROM gone)
+"""
+
 _MINUTE_UPSERT = """
 INSERT INTO stats_minute_count (minute, messages)
 SELECT date_trunc('minute', accepted_at), {sign} * count(*) FROM {source} GROUP BY 1 ORDER BY 1
@@ -84,14 +138,15 @@ AND minute IN (SELECT date_trunc('minute', accepted_at) FROM {source})
 
 # An upsert rather than an UPDATE of row 1, so the totals survive a TRUNCATE of the table.
 _TOTALS_CHANGE = """
-INSERT INTO stats_totals AS t (id, messages, states, cities, users, newest_accepted_at)
-SELECT 1, {sign} * count(*), %s, %s, %s, max(accepted_at) FROM {source}
+INSERT INTO stats_totals AS t (id, messages, states, cities, users, newest_accepted_at, top_users_stale)
+SELECT 1, {sign} * count(*), %s, %s, %s, max(accepted_at), %s FROM {source}
 ON CONFLICT (id) DO UPDATE SET
     messages = t.messages + EXCLUDED.messages,
     states = t.states + EXCLUDED.states,
     cities = t.cities + EXCLUDED.cities,
     users = t.users + EXCLUDED.users,
-    newest_accepted_at = GREATEST(t.newest_accepted_at, {newest})
+    newest_accepted_at = GREATEST(t.newest_accepted_at, {newest}),
+    top_users_stale = t.top_users_stale OR EXCLUDED.top_users_stale
 """
 
 CREATE_DELETED_TABLE = """
@@ -106,12 +161,18 @@ def rollups_add_inserted(cursor: Any) -> None:
     every rollup. Must run inside the transaction that inserted those messages, so messages
     and counts commit together or not at all."""
     created = []
-    for _, upsert, _ in _UPSERTS:
-        cursor.execute(upsert.format(sign=1, source="messy_inserted"))
-        created.append(sum(1 for (is_new,) in cursor.fetchall() if is_new))
+    kept = {"kept": settings.STATS_TOP_USERS_KEPT}
+    for table, upsert, _ in _UPSERTS:
+        if table == "stats_user_count":
+            cursor.execute(_USER_ADD, kept)
+            created.append(cursor.fetchone()[0])
+        else:
+            cursor.execute(upsert.format(sign=1, source="messy_inserted"))
+            created.append(sum(1 for (is_new,) in cursor.fetchall() if is_new))
     cursor.execute(_MINUTE_UPSERT.format(sign=1, source="messy_inserted"))
     totals_change = _TOTALS_CHANGE.format(sign=1, source="messy_inserted", newest="EXCLUDED.newest_accepted_at")
-    cursor.execute(totals_change, created)
+    cursor.execute(totals_change, [*created, False])
+    cursor.execute(_BOARD_TRIM, kept)
 
 
 def rollups_subtract_deleted(cursor: Any) -> None:
@@ -119,21 +180,53 @@ def rollups_subtract_deleted(cursor: Any) -> None:
     from every rollup, dropping rows that reach zero so distinct counts stay right. Must run
     inside the transaction that deleted those messages."""
     removed = []
-    for _, upsert, delete in _UPSERTS:
+    board_changed = False
+    for table, upsert, delete in _UPSERTS:
         cursor.execute(upsert.format(sign=-1, source="messy_deleted"))
         cursor.execute(delete.format(source="messy_deleted"))
         removed.append(cursor.rowcount)
+        if table == "stats_user_count":
+            cursor.execute(_BOARD_SUBTRACT)
+            board_changed = cursor.fetchone()[0] > 0
     cursor.execute(_MINUTE_UPSERT.format(sign=-1, source="messy_deleted"))
     cursor.execute(_MINUTE_DELETE.format(source="messy_deleted"))
     # The newest accepted time is left as it was: it says when a message last arrived.
     cursor.execute(
-        _TOTALS_CHANGE.format(sign=-1, source="messy_deleted", newest="t.newest_accepted_at"), [-n for n in removed]
+        _TOTALS_CHANGE.format(sign=-1, source="messy_deleted", newest="t.newest_accepted_at"),
+        [*(-n for n in removed), board_changed],
     )
 
 
+def top_users_rebuild() -> None:
+    """Refill the leaderboard from UserCount (one scan of it): after an erasure lowered a
+    leader's count, or a repair.
+
+    Locks the board table first, as a drain would (it touches the board before the totals
+    row): drains in flight finish, new ones wait at their board upsert until this commits.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE stats_top_user IN EXCLUSIVE MODE")
+        cursor.execute("DELETE FROM stats_top_user")
+        cursor.execute(
+            "INSERT INTO stats_top_user (username, messages) SELECT username, messages FROM stats_user_count"
+            " ORDER BY messages DESC, username LIMIT %s",
+            [settings.STATS_TOP_USERS_KEPT],
+        )
+        cursor.execute("UPDATE stats_totals SET top_users_stale = false WHERE id = 1")
+
+
+def top_users_rebuild_if_stale() -> bool:
+    """Rebuild the leaderboard if an erasure marked it stale; returns whether it did."""
+    if not Totals.objects.filter(id=1, top_users_stale=True).exists():
+        return False
+    top_users_rebuild()
+    return True
+
+
 def rollups_fix() -> list[RollupDifference]:
-    """Recompute every rollup from the message table and repair the rows that differ; return
-    the differences found (empty when the rollups were right).
+    """Recompute every rollup from the message table and repair the rows that differ, then
+    rebuild the leaderboard from the repaired counts; return the differences found (empty
+    when the rollups were right).
 
     Drains and erasures change messages and rollups in one transaction, so a recount is only
     right if none of them commits while it runs. SHARE mode on the message table waits for the
@@ -143,6 +236,12 @@ def rollups_fix() -> list[RollupDifference]:
     accepted and staged meanwhile. Raises OperationalError if the lock is not granted within
     10 s (nothing has changed then; run it again).
     """
+    differences = _rollups_fix_locked()
+    top_users_rebuild()
+    return differences
+
+
+def _rollups_fix_locked() -> list[RollupDifference]:
     with transaction.atomic(), connection.cursor() as cursor:
         # Queued behind a long erasure, this lock would hold every drain in the queue behind
         # it: give up instead. Once it is held, the recount takes as long as the scan takes.
@@ -180,13 +279,14 @@ def rollups_fix() -> list[RollupDifference]:
 # An erasure leaves newest_accepted_at as it was (it says when a message last arrived), so it
 # is only raised, never lowered.
 _TOTALS_FIX = """
-INSERT INTO stats_totals AS t (id, messages, users, cities, states, newest_accepted_at)
+INSERT INTO stats_totals AS t (id, messages, users, cities, states, newest_accepted_at, top_users_stale)
 SELECT 1,
     (SELECT coalesce(sum(messages), 0) FROM messy_recount WHERE rollup = 'state'),
     (SELECT count(*) FROM messy_recount WHERE rollup = 'user'),
     (SELECT count(*) FROM messy_recount WHERE rollup = 'city'),
     (SELECT count(*) FROM messy_recount WHERE rollup = 'state'),
-    (SELECT max(accepted_at) FROM message)
+    (SELECT max(accepted_at) FROM message),
+    false
 ON CONFLICT (id) DO UPDATE SET
     messages = EXCLUDED.messages,
     users = EXCLUDED.users,
@@ -277,6 +377,7 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     if not force and not redis.set(claim_key, token, nx=True, ex=_CLAIM_TTL_SECONDS):
         return PublishOutcome(published=False)
     try:
+        top_users_rebuild_if_stale()
         blob = stats_blob_build(now)
         _blob_upload(stats_blob_encode(blob))
     except BaseException:

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from stats import selectors
-from stats.models import CityCount, MinuteCount, StateCount, UserCount
+from stats.models import CityCount, MinuteCount, StateCount, TopUser
 from tests.stats.conftest import payload, store
 
 pytestmark = pytest.mark.django_db
@@ -95,7 +95,7 @@ def test_building_the_blob_reads_only_rollups(minute):
     with CaptureQueriesContext(connection) as queries:
         selectors.stats_blob_build(minute)
 
-    tables = ("stats_totals", "stats_state_count", "stats_city_count", "stats_user_count", "stats_minute_count")
+    tables = ("stats_totals", "stats_state_count", "stats_city_count", "stats_top_user", "stats_minute_count")
     assert len(queries.captured_queries) <= 6
     for query in queries.captured_queries:
         sql = query["sql"]
@@ -111,9 +111,8 @@ def test_every_blob_query_is_an_index_scan_on_large_rollups(minute):
     """At scale (many users, cities and minutes) the top lists and the timeline read a few index
     entries, never a whole table: that is what makes publishing cost the same at any size."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO stats_user_count SELECT 'user' || i, i % 1000 + 1 FROM generate_series(1, 200000) i"
-        )
+        # The leaderboard the top users come from holds STATS_TOP_USERS_KEPT rows at most.
+        cursor.execute("INSERT INTO stats_top_user SELECT 'user' || i, i % 700 + 1 FROM generate_series(1, 1000) i")
         cursor.execute(
             "INSERT INTO stats_city_count"
             " SELECT 'S' || i % 50, 'city' || i, i % 700 + 1 FROM generate_series(1, 50000) i"
@@ -123,10 +122,10 @@ def test_every_blob_query_is_an_index_scan_on_large_rollups(minute):
             "INSERT INTO stats_minute_count SELECT %s - i * interval '1 minute', 10 FROM generate_series(0, 200000) i",
             [minute.replace(second=0)],
         )
-        cursor.execute("ANALYZE stats_user_count, stats_city_count, stats_state_count, stats_minute_count")
+        cursor.execute("ANALYZE stats_top_user, stats_city_count, stats_state_count, stats_minute_count")
     first = minute.replace(second=0) - timedelta(minutes=59)
     plans = {
-        "users": _plan(UserCount.objects.order_by("-messages", "username")[:10]),
+        "users": _plan(TopUser.objects.order_by("-messages", "username")[:10]),
         "cities": _plan(CityCount.objects.order_by("-messages", "state", "city")[:10]),
         "states": _plan(StateCount.objects.order_by("-messages", "state")[:100]),
         "timeline": _plan(MinuteCount.objects.filter(minute__gte=first, minute__lte=minute).order_by("minute")),
