@@ -105,6 +105,16 @@ def test_a_malformed_staged_entry_is_dead_lettered_and_does_not_block_the_others
     assert b"malformed" in fields[b"reason"]
 
 
+def test_an_entry_whose_id_is_not_a_uuid_is_dead_lettered_and_the_rest_of_its_batch_is_stored():
+    write_many(3)
+    bad = {"id": "not-a-uuid", "username": "a", "city": "c", "state": "s", "message": "m", "accepted_at": 1}
+    staging.redis_client().xadd(staging.stream_key(), {"m": json.dumps(bad)})
+    write_many(3)
+    assert services.messages_drain(slot=0).stored == 6
+    assert staging.backlog() == 0
+    assert staging.redis_client().xlen(staging.dead_letter_key()) == 1
+
+
 def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored():
     write_many(4)
     poison = {
