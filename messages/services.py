@@ -94,8 +94,9 @@ def messages_stage(
         messages.append(StagedMessage(message_id, payload))
     body = answer(messages)
     record = json.dumps({"fingerprint": fingerprint, "answer": body}) if idempotency_key else ""
+    encoded = [orjson.dumps(message.payload) for message in messages]
     outcome = staging.stage(
-        [orjson.dumps(message.payload) for message in messages],
+        encoded,
         idempotency_key=idempotency_key,
         idempotency_record=record,
     )
@@ -109,7 +110,12 @@ def messages_stage(
         raise BacklogFull(outcome.backlog)
     # The memcached copy answers "pending" status reads cheaply. It is written without
     # waiting for a reply: losing it costs nothing, the stream entry is the durable copy.
-    caches["staged"].set_many({payload_cache_key(m.id): m.payload for m in messages})
+    # (The JSON document itself, already encoded for the stream.)
+    copies = caches["staged"]
+    if len(messages) == 1:
+        copies.set(payload_cache_key(messages[0].id), encoded[0])
+    else:
+        copies.set_many({payload_cache_key(m.id): document for m, document in zip(messages, encoded, strict=True)})
     if outcome.drain_needed:
         drain_schedule(slot=0)
     return body

@@ -33,7 +33,7 @@ def test_a_staged_message_reads_as_pending_then_as_stored_with_its_fields():
 
 def test_the_memcached_copy_is_written_when_a_message_is_accepted():
     message_id = write(Client())
-    copy = caches["staged"].get(services.payload_cache_key(message_id))
+    copy = json.loads(caches["staged"].get(services.payload_cache_key(message_id)))
     assert copy["id"] == message_id
     assert copy["message"] == "hello"
 

@@ -78,11 +78,11 @@ def test_the_presigned_url_expiry_is_a_setting(stats_bucket, minute, settings):
 
 def test_it_answers_503_in_json_when_redis_is_unreachable(settings):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    staging.redis_client.cache_clear()
+    staging.redis_client_reset()
     try:
         response = Client().get("/stat/get/")
     finally:
-        staging.redis_client.cache_clear()
+        staging.redis_client_reset()
 
     assert response.status_code == 503
     assert response.json()["error"] == "stats_unavailable"
