@@ -390,6 +390,20 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     return PublishOutcome(published=True, generated_at=blob["generated_at"])
 
 
+def stats_republish() -> bool:
+    """Publish again now, outside the once-a-minute schedule: after an erasure, so the erased
+    user leaves the published top lists without waiting for the next minute. Never raises
+    (the beat publishes within a minute anyway); returns whether a task was sent."""
+    from stats.tasks import publish_stats
+
+    try:
+        publish_stats.apply_async(kwargs={"force": True}, retry=True, retry_policy={"max_retries": 1})
+    except Exception:
+        logger.warning("could not request a stats republish; the beat schedule will publish", exc_info=True)
+        return False
+    return True
+
+
 def stats_publish_request() -> bool:
     """Ask a worker to publish soon (/stat/get/ before the first publish). At most one request
     per STATS_RETRY_AFTER_SECONDS, so a crowd of waiting dashboards sends one task, not one

@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from messages import staging
 from messages.models import Message
 from messages.services import payload_cache_key
-from stats.services import CREATE_DELETED_TABLE, rollups_subtract_deleted
+from stats.services import CREATE_DELETED_TABLE, rollups_subtract_deleted, stats_republish
 from tasks.models import ApiToken, Job
 from tasks.services import JobFailed, JobRun, Outcome, job_create
 
@@ -82,6 +82,7 @@ def erasure_run(run: JobRun) -> Outcome:
         state = _stored_erase(run, username, state)
         if not deleted_entries:
             break
+    stats_republish()
     return Outcome({"messages_erased": state["stored"], "staged_erased": state["staged"]})
 
 
