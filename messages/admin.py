@@ -1,13 +1,11 @@
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
 from messages.models import Message
+from project.admin import ReadOnlyAdmin
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdmin):
     """Read-only: messages change only through the write path and erasure jobs."""
 
     list_display = ("id", "username", "city", "state", "accepted_at", "stored_at")
@@ -18,12 +16,3 @@ class MessageAdmin(admin.ModelAdmin):
     ordering = ("-id",)
     show_full_result_count = False
     list_per_page = 50
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -2,23 +2,10 @@
 `manage.py stats_reconcile --fix`). The publish schedule is under Periodic tasks. Cities are
 not here: the admin cannot show a model with a composite primary key."""
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from project.admin import ReadOnlyAdmin
 from stats.models import MinuteCount, StateCount, Totals, UserCount
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Totals)

@@ -3,6 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from project.admin import ReadOnlyAdmin
 from tasks import services
 from tasks.models import ApiToken, ErasureTally, Job
 
@@ -63,14 +64,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(ErasureTally)
-class ErasureTallyAdmin(admin.ModelAdmin):
+class ErasureTallyAdmin(ReadOnlyAdmin):
     list_display = ("erasures",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
