@@ -5,6 +5,8 @@
   batch accept rate in messages/s
   persist rate of one worker process in messages/s (rollups included)
   stats publish time at 10 thousand and 10 million messages (bench/publish.py)
+  end to end: web and one ingest worker under 80% of the peak accept rate for 60 s: backlog
+  and accept-to-stored delay (bench/end_to_end.py)
 
 The web server is the production one (runserver.sh: gunicorn, sync workers, WEB_PROCESSES),
 with the access log off for both views. No worker runs while accept rates are measured, so
@@ -12,6 +14,7 @@ the web tier is measured alone; the persist rate is measured alone too. Options:
   --seconds N   length of each HTTP measurement (default 10)
   --persist N   messages staged for the persist measurement (default 200000)
   --skip-publish
+  --end-to-end-seconds N   (default 60; 0 skips it)
 """
 
 import argparse
@@ -23,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import env
+from bench import end_to_end, env
 from bench.http import MESSAGE, hey_latency, wrk_rate
 
 RESULTS = env.ROOT / "bench-results"
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--persist", type=int, default=200_000)
     parser.add_argument("--web-processes", type=int, default=(os.cpu_count() or 2) * 2)
     parser.add_argument("--skip-publish", action="store_true")
+    parser.add_argument("--end-to-end-seconds", type=int, default=60, help="0 skips the end-to-end run")
     args = parser.parse_args()
 
     lines: list[str] = []
@@ -76,6 +80,8 @@ def main() -> None:
             f"batch accept rate ({batch_size} per request)",
             f"{batch_rate * batch_size:,.0f} messages/s ({batch_errors} non-2xx) (target: at least 50,000)",
         )
+        if args.end_to_end_seconds:
+            end_to_end.run(report, base, 0.8, args.end_to_end_seconds)
     finally:
         web.stop()
 
@@ -83,7 +89,8 @@ def main() -> None:
     output = subprocess.run(
         [sys.executable, "-m", "bench.persist", str(args.persist)],
         cwd=env.ROOT,
-        env=env.bench_env(),
+        # Throughput, not the drain's idle wait for more messages at the end of each run.
+        env=env.bench_env(MESSY_DRAIN_IDLE_WAIT_MS="0"),
         capture_output=True,
         text=True,
         check=True,

@@ -173,7 +173,10 @@ def _entries(raw: Sequence[Any]) -> list[StagedEntry]:
 
 def batch_claim(consumer: str, count: int) -> list[StagedEntry]:
     """Next batch for this consumer: its own unacknowledged entries first (a retry after a
-    database error), then entries abandoned by dead consumers, then new ones."""
+    database error), then entries abandoned by dead consumers, then new ones, waiting up to
+    MESSY_DRAIN_IDLE_WAIT_MS for some to arrive. (Under steady traffic the drain that is
+    already running picks the next messages up, instead of exiting and making the next write
+    publish a new task.)"""
     client = redis_client()
     stream = stream_key()
     for start in ("0", ">"):
@@ -184,7 +187,9 @@ def batch_claim(consumer: str, count: int) -> list[StagedEntry]:
             if claimed:
                 logger.info("reclaimed %d staged entries from idle consumers", len(claimed))
                 return _entries(claimed)
-        response = client.xreadgroup(CONSUMER_GROUP, consumer, {stream: start}, count=count)
+        # block=0 would wait forever: no wait is None.
+        wait_ms = settings.MESSY_DRAIN_IDLE_WAIT_MS if start == ">" else 0
+        response = client.xreadgroup(CONSUMER_GROUP, consumer, {stream: start}, count=count, block=wait_ms or None)
         if response and response[0][1]:
             return _entries(response[0][1])
     return []

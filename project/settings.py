@@ -135,6 +135,7 @@ MESSY_DRAIN_PARALLELISM = env_int("MESSY_DRAIN_PARALLELISM", 4)
 MESSY_DRAIN_RUN_SECONDS = env_float("MESSY_DRAIN_RUN_SECONDS", 20.0)
 MESSY_DRAIN_SLOT_TTL = env_int("MESSY_DRAIN_SLOT_TTL", 30)
 MESSY_DRAIN_RECLAIM_IDLE_MS = env_int("MESSY_DRAIN_RECLAIM_IDLE_MS", 30_000)
+MESSY_DRAIN_IDLE_WAIT_MS = env_int("MESSY_DRAIN_IDLE_WAIT_MS", 200)
 
 # --- S3 ----------------------------------------------------------------------------------------
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "http://127.0.0.1:9000") or None

@@ -14,3 +14,6 @@ os.environ.setdefault("MESSY_BENCH_ENDPOINTS", "1")
 from project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Unit tests drain in-process and would wait at the end of every drain; the end-to-end tests
+# run real workers with the default.
+MESSY_DRAIN_IDLE_WAIT_MS = 0
