@@ -3,12 +3,13 @@
 #   make test   the whole test suite against real PostgreSQL, Redis, memcached and a local S3 server
 #   make lint   ruff (lint + format check) and mypy
 #   make bench  the benchmarks (not tests): accept rate, latency, batch rate, persist rate, publish time
+#   make manage CMD="..."   a management command with the settings in local.sh
 
 VENV := .venv
 PY := $(VENV)/bin/python
 TEST_PACKAGES := chromium
 
-.PHONY: run test lint format bench install services migrate clean
+.PHONY: run test lint format bench install services migrate manage clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-local.sh: local.sh.template
+local.sh:
 	./scripts/local-sh.sh
 
 services:
@@ -29,6 +30,10 @@ migrate: install services local.sh
 
 run: migrate
 	$(VENV)/bin/honcho start -f Procfile
+
+# Any management command with local.sh's settings, e.g. make manage CMD="createsuperuser".
+manage: install local.sh
+	bash -c '. scripts/common.sh && python manage.py $(CMD)'
 
 test: install
 	./scripts/services.sh $(TEST_PACKAGES)
