@@ -6,6 +6,7 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as S3ConnectionError
 from celery import shared_task
+from celery.signals import worker_ready
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -58,3 +59,11 @@ def publish_stats(self: Any, force: bool = False) -> dict[str, Any]:
         )
         raise self.retry(exc=exc, countdown=countdown) from exc
     return {"published": outcome.published, "generated_at": outcome.generated_at}
+
+
+@worker_ready.connect
+def publish_when_a_worker_starts(sender: Any = None, **kwargs: Any) -> None:
+    """A worker that starts asks for a publish at once instead of waiting for the schedule
+    (after a deploy, or a local S3 server that restarted empty). Not forced: if this minute's
+    blob is already out, it is a no-op, so the blob is still published once per minute."""
+    services.stats_publish_request()
