@@ -2,6 +2,8 @@
 database), Redis (databases 14 and 15, flushed before each test), memcached (keys under the
 messy-test prefix) and a local S3-compatible server (moto's server, started once a session)."""
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -45,6 +47,13 @@ def redis_flushed() -> Iterator[None]:
     for url in (settings.REDIS_URL, settings.CELERY_BROKER_URL):
         redis.Redis.from_url(url).flushdb()
     yield
+
+
+def queued_tasks(queue: str) -> list[tuple[str, dict]]:
+    """(task name, keyword arguments) of the Celery messages waiting in a broker queue."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[1]) for m in messages]
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,15 @@
-import base64
 import json
 import time
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings as django_settings
 from django_celery_beat.models import PeriodicTask
 
 from project.storage import s3_client
 from stats import selectors
 from stats.tasks import publish_stats, publish_when_a_worker_starts
+from tests.conftest import queued_tasks
 from tests.stats.conftest import payload, publish_schedule_migrated, stats_worker_start, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,10 +86,5 @@ def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
 
 
 def test_a_starting_worker_asks_for_a_publish_that_keeps_to_once_a_minute(settings):
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("stats")
     publish_when_a_worker_starts()
-    [raw] = broker.lrange("stats", 0, -1)
-    message = json.loads(raw)
-    assert message["headers"]["task"] == "stats.publish"
-    assert json.loads(base64.b64decode(message["body"]))[1] == {}
+    assert queued_tasks("stats") == [("stats.publish", {})]

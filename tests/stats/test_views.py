@@ -1,25 +1,21 @@
-import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import redis
 import requests
 from django.conf import settings as django_settings
 from django.test import Client
 
 from messages import staging
 from stats import services
-from tests.conftest import free_port
+from tests.conftest import free_port, queued_tasks
 from tests.stats.conftest import payload, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def queued_publish_tasks() -> list[dict]:
+def queued_publish_tasks() -> list[tuple[str, dict]]:
     """stats.publish tasks waiting in the broker's "stats" queue."""
-    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-    messages = [json.loads(raw) for raw in broker.lrange("stats", 0, -1)]
-    return [m for m in messages if m["headers"]["task"] == "stats.publish"]
+    return [task for task in queued_tasks("stats") if task[0] == "stats.publish"]
 
 
 def test_before_the_first_publish_it_answers_503_with_retry_after_and_asks_for_a_publish(
