@@ -1,5 +1,6 @@
 # The commands people run by hand are the ones CI runs.
-#   make run    install what is missing, start services, migrate, run web + worker + beat + local S3
+#   make run    install what is missing, start services, migrate, run front door + web + worker + beat
+#               + Messy's own Redis servers + local S3
 #   make test   the whole test suite against real PostgreSQL, Redis, memcached and a local S3 server
 #   make lint   ruff (lint + format check) and mypy
 #   make bench  the benchmarks (not tests): accept rate, latency, batch rate, persist rate, publish time
@@ -37,7 +38,7 @@ manage: install local.sh
 
 test: install
 	./scripts/services.sh $(TEST_PACKAGES)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	./scripts/test.sh $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# The web process: gunicorn (pre-fork, sync workers) serving project.wsgi.
+# The web process: gunicorn (pre-fork, sync workers) serving project.wsgi, behind the front
+# door (scripts/front.sh, nginx), which buffers whole requests so that slow clients never hold
+# a sync worker. Do not expose it directly.
 #   ./runserver.sh         production server, WEB_PROCESSES processes on MESSY_BIND
 #   ./runserver.sh --dev   Django's autoreloading development server instead
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
 
-bind="${MESSY_BIND:-127.0.0.1:8000}"
+bind="${MESSY_BIND:-127.0.0.1:8001}"
 if [ "${1:-}" = "--dev" ]; then
     exec python manage.py runserver "$bind"
 fi
 access_log=()
 # WEB_ACCESS_LOG: a file, "-" for stdout (the default), or "off".
 if [ "${WEB_ACCESS_LOG:--}" != off ]; then
-    access_log=(--access-logfile "${WEB_ACCESS_LOG:--}")
+    # The path without its query string (%(U)s, not %(r)s), and no referer: a GET write
+    # carries the message in its query, and a job page link carries a signed token.
+    access_log=(--access-logfile "${WEB_ACCESS_LOG:--}"
+        --access-logformat '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s" %({x-request-id}i)s')
 fi
 exec gunicorn project.wsgi:application \
     --bind "$bind" \

@@ -111,7 +111,8 @@ CACHES = {
 }
 
 # --- Redis: staging stream and shared counters --------------------------------------------
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Messy's own Redis (scripts/redis.sh: append-only file on, noeviction), not the machine's.
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6380/0")
 REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 2.0)
 # Namespaces every Redis key, so several deployments (or test runs) can share one server.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "messy")
@@ -181,7 +182,9 @@ MESSY_ERASE_RATE_PER_MINUTE = env_int("MESSY_ERASE_RATE_PER_MINUTE", 10)
 MESSY_ERASE_PENDING_WAIT_SECONDS = env_int("MESSY_ERASE_PENDING_WAIT_SECONDS", 90)
 
 # --- Celery ------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/1")
+# A Redis of its own (scripts/redis.sh broker): a staging Redis that is full refuses the writes
+# Celery needs to hand out tasks, and the drains that would empty it must still be scheduled.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6381/0")
 CELERY_RESULT_BACKEND = None  # Results live in our own tables (jobs) or nowhere: nothing reads them.
 CELERY_TASK_IGNORE_RESULT = True
 # JSON only: a pickle payload on a shared broker is remote code execution.

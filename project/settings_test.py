@@ -4,8 +4,9 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-a-secret")
 os.environ.setdefault("REDIS_KEY_PREFIX", "messy-test")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+# The Redis servers scripts/test.sh starts with the project's own configuration.
+os.environ.setdefault("REDIS_URL", os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0.0.1:6390") + "/14")
+os.environ.setdefault("CELERY_BROKER_URL", os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6391") + "/15")
 os.environ.setdefault("MEMCACHED_KEY_PREFIX", "messy-test")
 os.environ.setdefault("S3_BUCKET", "messy-test-stats")
 os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:9100")

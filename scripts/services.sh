@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Make sure what Messy talks to is installed and running on this machine: memcached (installed
-# through apt when missing), PostgreSQL and Redis (started if stopped), the database.
+# Make sure the system services Messy talks to are installed and running on this machine:
+# memcached and nginx (installed through apt when missing), PostgreSQL (started if stopped),
+# and the database. Messy's own Redis servers are not system services: scripts/redis.sh runs
+# them with the project's configuration (make run, make test).
 # Extra Debian packages to install can be named as arguments (the tests need chromium).
 set -euo pipefail
 
@@ -8,6 +10,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 missing=()
 command -v memcached >/dev/null || missing+=(memcached)
+command -v nginx >/dev/null || missing+=(nginx)
 for package in "$@"; do
     command -v "$package" >/dev/null || missing+=("$package")
 done
@@ -26,15 +29,9 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     echo "services: starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
 fi
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-    echo "services: starting Redis"
-    mkdir -p /var/lib/redis /var/log/redis
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-        --dir /var/lib/redis --logfile /var/log/redis/messy.log
-fi
 
 for _ in $(seq 50); do
-    port_open 11211 && pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli ping >/dev/null 2>&1 && break
+    port_open 11211 && pg_isready -q -h 127.0.0.1 -p 5432 && break
     sleep 0.2
 done
 
