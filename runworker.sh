@@ -4,8 +4,13 @@
 #   ./runworker.sh ingest   only the "ingest" and "stats" queues: draining and publishing
 #   ./runworker.sh jobs     only the "jobs" queue: imports and erasures
 # Long jobs have their own processes so they can never starve ingestion.
+# Stopping: TERM gives running tasks WORKER_STOP_TIMEOUT seconds (default 25) to finish, then
+# the worker exits and unfinished tasks go back to the queue (they are idempotent, and jobs
+# resume from their checkpoint). Give a supervisor's stop timeout a few seconds more than that.
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
+# Celery's soft shutdown (a warm shutdown with a time limit) starts on a cold-shutdown signal.
+export REMAP_SIGTERM=SIGQUIT
 
 role="${1:-all}"
 ingest() {

@@ -47,7 +47,7 @@ ASGI_APPLICATION = "project.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "project" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -159,6 +159,10 @@ STATS_STATES_MAX = env_int("STATS_STATES_MAX", 100)
 # Origins whose pages may read the blob from S3 (the dashboard follows /stat/get/ there).
 STATS_CORS_ALLOWED_ORIGINS = env_list("STATS_CORS_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 STATS_RETRY_AFTER_SECONDS = env_int("STATS_RETRY_AFTER_SECONDS", 10)
+# The dashboard warns that its data is stale when the blob is older than this (published every minute).
+STATS_STALE_AFTER_SECONDS = env_int("STATS_STALE_AFTER_SECONDS", 180)
+# The dashboard and /stat/get/ for staff sessions only (the admin login); off: public.
+STATS_LOGIN_REQUIRED = env_bool("STATS_LOGIN_REQUIRED", False)
 
 # --- Jobs (tasks/: imports, erasures) ---------------------------------------------------------
 # Uploads larger than this are refused with 413 before anything is stored.
@@ -216,6 +220,14 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A task running when the broker connection drops is cancelled rather than left to finish
+# unacknowledged: the broker redelivers it anyway, and every task is idempotent.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Stopping a worker (TERM, which runworker.sh turns into Celery's soft shutdown): running
+# tasks get this long to finish, then the worker exits and their messages go back to the
+# queue (acks_late). Drains hand over within MESSY_DRAIN_RUN_SECONDS and jobs resume from
+# their last checkpoint, so nothing is lost either way; give the supervisor a few seconds more.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("WORKER_STOP_TIMEOUT", 25.0)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3500)
 
@@ -226,6 +238,8 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# project is not an app: its own static files (the API docs page's vendored assets).
+STATICFILES_DIRS = [BASE_DIR / "project" / "static"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
