@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from project import views
+from project import api_docs, views
 
 handler404 = "project.http.handler404"
 handler500 = "project.http.handler500"
@@ -14,4 +14,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
+    path("api/schema/", api_docs.api_schema, name="api-schema"),
+    path("api/docs/", api_docs.api_docs, name="api-docs"),
 ]
