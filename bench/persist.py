@@ -13,7 +13,7 @@ def main(count: int) -> None:
     import django
 
     django.setup()
-    from messages import services, staging
+    from messages import ids, services, staging
 
     client = staging.redis_client()
     staging.group_ensure()
@@ -21,7 +21,7 @@ def main(count: int) -> None:
     pipe = client.pipeline(transaction=False)
     for i in range(count):
         payload = {
-            "id": str(services.message_id_new()),
+            "id": ids.message_id_text(),
             # Realistic spread: 20,000 users, 500 cities in 50 states.
             "username": f"user{i * 7919 % 20000}",
             "city": f"city{i % 500}",

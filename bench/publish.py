@@ -118,7 +118,7 @@ def _load(count: int) -> float:
     """Replace the bench database's messages and rollups with `count` generated messages."""
     from django.db import connection
 
-    from stats.services import rollups_fix
+    from stats.services.reconcile import rollups_fix
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -158,10 +158,10 @@ def measure() -> dict[str, dict[str, float]]:
     import django
 
     django.setup()
-    from messages import staging
+    from project.redis import redis_client
     from messages.models import Message
     from stats.selectors import published_marker_key, stats_blob_build
-    from stats.services import stats_publish
+    from stats.services.publish import stats_publish
 
     figures = {}
     for size in SIZES:
@@ -179,7 +179,7 @@ def measure() -> dict[str, dict[str, float]]:
             "build_median": statistics.median(build),
             "load_seconds": load_seconds,
         }
-    staging.redis_client().delete(published_marker_key())
+    redis_client().delete(published_marker_key())
     return figures
 
 

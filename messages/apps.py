@@ -1,5 +1,8 @@
 from django.apps import AppConfig
 
+from messages.metrics import StagingCollector
+from project.metrics import registry
+
 
 class MessagesConfig(AppConfig):
     name = "messages"
@@ -7,3 +10,6 @@ class MessagesConfig(AppConfig):
     label = "messy_messages"
     verbose_name = "Messages"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        registry.register(StagingCollector())

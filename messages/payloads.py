@@ -51,13 +51,13 @@ def _form_decode(raw: bytes) -> dict[str, str]:
     return dict(pairs)
 
 
-def json_decode(raw: bytes | str, what: str = "body") -> Any:
+def json_decode(raw: bytes | str) -> Any:
     try:
         return json.loads(raw)
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_encoding", f"The {what} is not valid UTF-8.") from None
+        raise ApiError(400, "invalid_encoding", "The body is not valid UTF-8.") from None
     except (ValueError, RecursionError):
-        raise ApiError(400, "malformed_json", f"The {what} is not valid JSON.") from None
+        raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
 
 
 def write_data(request: HttpRequest) -> dict[str, Any]:

@@ -4,11 +4,11 @@ import logging
 import uuid
 from typing import Any
 
-from django.core.cache import caches
 from django.db import DatabaseError
 
+from messages import staging
 from messages.models import Message
-from messages.services import payload_cache_key
+from project.http import timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,22 @@ def message_status(message_id: uuid.UUID) -> dict[str, Any] | None:
         )
     except DatabaseError:
         logger.warning("database unreachable for a status read; trying the staged copy")
-        if caches["staged"].get(payload_cache_key(str(message_id))):
+        if staging.copy_exists(str(message_id)):
             return {"status": "pending", "id": str(message_id)}
         raise
     if stored:
-        return {"status": "stored", "id": str(message_id), **stored}
-    if caches["staged"].get(payload_cache_key(str(message_id))):
+        return {
+            "status": "stored",
+            "id": str(message_id),
+            **stored,
+            "accepted_at": timestamp(stored["accepted_at"]),
+            "stored_at": timestamp(stored["stored_at"]),
+        }
+    if staging.copy_exists(str(message_id)):
         return {"status": "pending", "id": str(message_id)}
     return None
+
+
+def user_messages_count(username: str) -> int:
+    """How many stored messages the user has (an index scan of message_username)."""
+    return Message.objects.filter(username=username).count()

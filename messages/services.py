@@ -1,55 +1,44 @@
-"""Functions that change the state of messages: accept (stage), persist, drain."""
+"""Functions that change the state of messages: accept (stage), persist, drain, erase."""
 
 import csv
 import io
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.core.cache import caches
 from django.db import DataError, IntegrityError, connection, transaction
 
 from messages import staging
+from messages.ids import message_id_text
+from messages.staging import StagedPayload
 from messages.validation import MessageInput
-from stats.services import rollups_add_inserted
+from project.celery import task_publish
+from stats.services.rollups import (
+    ROLLUPS_ADDED_TABLE,
+    ROLLUPS_REMOVED_TABLE,
+    rollups_add,
+    rollups_added_table_create,
+    rollups_removed_table_create,
+    rollups_subtract,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def message_id_new() -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits.
-
-    Time-ordered ids keep inserts at the right edge of the primary-key index.
-    """
-    return uuid.UUID(message_id_text())
-
-
-def message_id_text() -> str:
-    """message_id_new() in its canonical text form, without building a UUID object (the
-    write path mints one per message)."""
-    unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a, rand_b = rand >> 68, rand & ((1 << 62) - 1)
-    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def payload_cache_key(message_id: str) -> str:
-    return f"staged:{message_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class StagedMessage:
-    id: str
-    payload: dict[str, Any]
+def staged_payload(message_id: str, item: MessageInput, accepted_at: int) -> StagedPayload:
+    return {
+        "id": message_id,
+        "username": item.username,
+        "city": item.city,
+        "state": item.state,
+        "message": item.message,
+        "accepted_at": accepted_at,
+    }
 
 
 class BacklogFull(Exception):
@@ -64,40 +53,30 @@ class IdempotencyConflict(Exception):
 
 def messages_stage(
     inputs: Sequence[MessageInput],
-    answer: Callable[[list[StagedMessage]], dict[str, Any]],
+    answer: Callable[[list[StagedPayload]], dict[str, Any]],
     *,
     idempotency_key: str = "",
+    api_key: str = "",
     fingerprint: str = "",
 ) -> dict[str, Any]:
     """Accept validated messages and return the client's answer, built by `answer`.
 
     The messages become durable entries of the Redis stream, with a copy in memcached. With an
-    Idempotency-Key, the answer is stored in the same atomic Redis step as the messages, so a
-    key never exists without its messages or the other way round, and a retry gets the first
-    answer back (marked "replayed") with nothing staged again.
+    Idempotency-Key (scoped to the client's API key), the answer is stored in the same atomic
+    Redis step as the messages, so a key never exists without its messages or the other way
+    round, and a retry gets the first answer back (marked "replayed") with nothing staged again.
 
     Raises BacklogFull past the backlog bound, IdempotencyConflict when the key was used for
     a different request, and redis.RedisError when Redis is unreachable.
     """
     accepted_at = int(time.time() * 1000)
-    messages = []
-    for item in inputs:
-        message_id = message_id_text()
-        payload = {
-            "id": message_id,
-            "username": item.username,
-            "city": item.city,
-            "state": item.state,
-            "message": item.message,
-            "accepted_at": accepted_at,
-        }
-        messages.append(StagedMessage(message_id, payload))
-    body = answer(messages)
+    staged = [staged_payload(message_id_text(), item, accepted_at) for item in inputs]
+    body = answer(staged)
     record = json.dumps({"fingerprint": fingerprint, "answer": body}) if idempotency_key else ""
-    encoded = [orjson.dumps(message.payload) for message in messages]
+    encoded = [orjson.dumps(payload) for payload in staged]
     outcome = staging.stage(
         encoded,
-        idempotency_key=idempotency_key,
+        idempotency_key=staging.idempotency_key(api_key or "anon", idempotency_key) if idempotency_key else "",
         idempotency_record=record,
     )
     if outcome.result == "replay":
@@ -108,14 +87,7 @@ def messages_stage(
         return {**first["answer"], "replayed": True}
     if outcome.result == "full":
         raise BacklogFull(outcome.backlog)
-    # The memcached copy answers "pending" status reads cheaply. It is written without
-    # waiting for a reply: losing it costs nothing, the stream entry is the durable copy.
-    # (The JSON document itself, already encoded for the stream.)
-    copies = caches["staged"]
-    if len(messages) == 1:
-        copies.set(payload_cache_key(messages[0].id), encoded[0])
-    else:
-        copies.set_many({payload_cache_key(m.id): document for m, document in zip(messages, encoded, strict=True)})
+    staging.copies_store(staged, encoded)
     if outcome.drain_needed:
         drain_schedule(slot=0)
     return body
@@ -135,30 +107,21 @@ def drain_schedule(slot: int) -> None:
     If the broker is unreachable the slot is released so the periodic sweep (or the next
     write) can try again; the messages are already safe in the stream.
     """
-    from messages.tasks import drain_messages
-
-    try:
-        drain_messages.apply_async(args=(slot,), retry=True, retry_policy={"max_retries": 2, "interval_start": 0.1})
-    except Exception:
-        logger.exception("could not publish a drain task; the sweep will retry")
+    if not task_publish("messages.drain", slot):
         staging.slot_release(slot)
 
 
 def _parse_entries(
     entries: Sequence[staging.StagedEntry],
-) -> tuple[list[tuple[staging.StagedEntry, dict[str, Any]]], int]:
+) -> tuple[list[tuple[staging.StagedEntry, StagedPayload]], int]:
     parsed = []
     oldest_ms = 0
     for entry in entries:
         try:
             payload = staging.payload_decode(entry.payload)
-            # The id's form is left to PostgreSQL's uuid type: a bad one fails the COPY and
-            # the batch is retried row by row, which dead-letters just that entry.
-            for name in ("id", "username", "city", "state", "message"):
-                if not isinstance(payload[name], str):
-                    raise TypeError(name)
-            int(payload["accepted_at"])
         except (ValueError, KeyError, TypeError) as exc:
+            # A bad id is left to PostgreSQL's uuid type: it fails the COPY and the batch is
+            # retried row by row, which dead-letters just that entry.
             logger.error("dead-lettering malformed staged entry %r: %r", entry.entry_id, exc)
             staging.dead_letter(entry, f"malformed payload: {exc!r}")
             continue
@@ -167,7 +130,7 @@ def _parse_entries(
     return parsed, oldest_ms
 
 
-def _copy_rows(payloads: Iterable[dict[str, Any]]) -> io.StringIO:
+def _copy_rows(payloads: Iterable[StagedPayload]) -> io.StringIO:
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
     for p in payloads:
@@ -182,15 +145,9 @@ CREATE TEMP TABLE IF NOT EXISTS messy_incoming (
 ) ON COMMIT DELETE ROWS
 """
 
-_CREATE_INSERTED = """
-CREATE TEMP TABLE IF NOT EXISTS messy_inserted (
-    username text, city text, state text, accepted_at timestamptz
-) ON COMMIT DELETE ROWS
-"""
-
 # The rows that were really inserted (not already there) feed the rollups, which is what
 # makes a second delivery of the same batch change nothing.
-_INSERT_NEW = """
+_INSERT_NEW = f"""
 WITH inserted AS (
     INSERT INTO message (id, username, city, state, message, accepted_at, stored_at)
     SELECT id, username, city, state, message, to_timestamp(accepted_ms / 1000.0), now() FROM messy_incoming
@@ -198,11 +155,11 @@ WITH inserted AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING username, city, state, accepted_at
 )
-INSERT INTO messy_inserted SELECT * FROM inserted
-"""
+INSERT INTO {ROLLUPS_ADDED_TABLE} SELECT * FROM inserted
+"""  # noqa: S608 (a constant, not input)
 
 
-def messages_persist(payloads: Sequence[dict[str, Any]]) -> int:
+def messages_persist(payloads: Sequence[StagedPayload]) -> int:
     """Store messages and their rollups in one transaction; return how many were new.
 
     Idempotent on the message id: running it twice with the same payloads stores each
@@ -212,7 +169,7 @@ def messages_persist(payloads: Sequence[dict[str, Any]]) -> int:
         return 0
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CREATE_INCOMING)
-        cursor.execute(_CREATE_INSERTED)
+        rollups_added_table_create(cursor)
         # COPY needs psycopg2's own cursor; wrap it so its errors become Django's (DataError...).
         with connection.wrap_database_errors:
             cursor.cursor.copy_expert(
@@ -222,11 +179,13 @@ def messages_persist(payloads: Sequence[dict[str, Any]]) -> int:
         cursor.execute(_INSERT_NEW)
         inserted = cursor.rowcount
         if inserted:
-            rollups_add_inserted(cursor)
+            rollups_add(cursor)
     return inserted
 
 
-def _persist_isolating_bad_rows(parsed: list[tuple[staging.StagedEntry, dict[str, Any]]]) -> tuple[int, list]:
+def _persist_isolating_bad_rows(
+    parsed: list[tuple[staging.StagedEntry, StagedPayload]],
+) -> tuple[int, list[staging.StagedEntry]]:
     """After a data error, store entries one by one so a single bad row is dead-lettered
     instead of blocking the batch forever. Returns (stored, entries that were handled)."""
     stored = 0
@@ -245,7 +204,6 @@ class DrainReport:
     batches: int = 0
     entries: int = 0
     stored: int = 0
-    handed_over: bool = False
 
 
 def messages_drain(slot: int) -> DrainReport:
@@ -287,7 +245,6 @@ def messages_drain(slot: int) -> DrainReport:
         report.batches += 1
         report.entries += len(entries)
         report.stored += stored
-    report.handed_over = True
     drain_schedule(slot)
     return report
 
@@ -312,3 +269,74 @@ def messages_sweep() -> bool:
         drain_schedule(0)
         return True
     return False
+
+
+# --- erasure -----------------------------------------------------------------------------------
+# Where a user's messages can be: the staging stream (and its dead letters) with their memcached
+# copies, and the message table. An entry a drain had already read when it was deleted from the
+# stream is still in that drain's hands and may be stored after a DELETE of the table, so the
+# order is: erase the staged entries, wait until no drain holds any of them, then erase the
+# stored messages.
+
+
+def messages_erase_staged(username: str, heartbeat: Callable[[], None]) -> list[bytes]:
+    """Delete the user's entries from the staging and dead-letter streams and their memcached
+    copies; return the ids of the entries deleted from the staging stream (the ones a drain
+    may hold: pass them to messages_erase_wait). Calls heartbeat() while it scans (a backlog of
+    a million entries takes seconds). Safe to repeat."""
+    in_flight: list[bytes] = []
+    for stream in (staging.stream_key(), staging.dead_letter_key()):
+        deleted = staging.stream_user_delete(stream, username, heartbeat)
+        staging.copies_delete(message_id for _, message_id in deleted if message_id)
+        if stream == staging.stream_key():
+            in_flight = [entry_id for entry_id, _ in deleted]
+    return in_flight
+
+
+def messages_erase_wait(entry_ids: Sequence[bytes], heartbeat: Callable[[], None]) -> bool:
+    """Wait until no drain holds any of these (deleted) entries: a drain acknowledges an entry
+    only after the transaction storing it committed, so afterwards a DELETE sees the row.
+    Returns False when MESSY_ERASE_PENDING_WAIT_SECONDS pass first; calls heartbeat() between
+    polls."""
+    waiting = set(entry_ids)
+    deadline = time.monotonic() + settings.MESSY_ERASE_PENDING_WAIT_SECONDS
+    while waiting:
+        waiting = staging.pending_among(waiting)
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            return False
+        heartbeat()
+        time.sleep(0.2)
+    return True
+
+
+_DELETE_CHUNK = f"""
+WITH gone AS (
+    DELETE FROM message WHERE id IN (SELECT id FROM message WHERE username = %s LIMIT %s)
+    RETURNING id, username, city, state, accepted_at
+), noted AS (
+    INSERT INTO {ROLLUPS_REMOVED_TABLE} (username, city, state, accepted_at)
+    SELECT username, city, state, accepted_at FROM gone
+)
+SELECT id FROM gone
+"""  # noqa: S608 (a constant, not input)
+
+
+def messages_erase_stored(username: str, limit: int) -> int:
+    """Delete up to `limit` stored messages of the user, subtract them from the rollups and
+    drop their memcached copies; return how many were deleted (fewer than `limit`: none left).
+
+    Runs in the caller's transaction (a savepoint of it), so the caller's own bookkeeping (a
+    job checkpoint) commits with the deletion or not at all. Takes the message rows before the
+    rollup rows, like the drains, so the two never wait for each other in a cycle.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        rollups_removed_table_create(cursor)
+        cursor.execute(_DELETE_CHUNK, [username, limit])
+        message_ids = [str(message_id) for (message_id,) in cursor.fetchall()]
+        if message_ids:
+            rollups_subtract(cursor)
+            # Before commit: if the transaction then fails, a missing cache copy costs nothing.
+            staging.copies_delete(message_ids)
+    return len(message_ids)

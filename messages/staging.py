@@ -1,4 +1,5 @@
-"""The durable staging area on Redis: one stream, one consumer group, a few small keys.
+"""The durable staging area: one Redis stream, one consumer group, a few small keys, and the
+memcached copies of staged payloads. Only the messages app touches them.
 
 An accepted message is an entry in the stream until a worker has stored it in PostgreSQL;
 only then is the entry acknowledged and deleted. So the stream length is the backlog, a
@@ -9,18 +10,49 @@ Drain "slots" only limit how many drain tasks are in flight; correctness never d
 them, because inserts are idempotent on the message id.
 """
 
+import json
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 import redis
 from django.conf import settings
+from django.core.cache import caches
+
+from project.redis import key, redis_client, redis_script
 
 logger = logging.getLogger(__name__)
+
+
+class StagedPayload(TypedDict):
+    """A message between acceptance and storage: the JSON document in the stream and in
+    memcached, and what messages_persist stores (imports build it too)."""
+
+    id: str  # a UUIDv7 (messages.ids)
+    username: str
+    city: str
+    state: str
+    message: str
+    accepted_at: int  # Unix milliseconds, when the web process (or the import) accepted it
+
+
+_PAYLOAD_TEXT_FIELDS = ("id", "username", "city", "state", "message")
+
+
+def payload_decode(raw: bytes) -> StagedPayload:
+    """A staged entry's payload, checked; raises ValueError, KeyError or TypeError when it is
+    not a StagedPayload. (The id's form is left to PostgreSQL's uuid type.)"""
+    payload = orjson.loads(raw)
+    for name in _PAYLOAD_TEXT_FIELDS:
+        if not isinstance(payload[name], str):
+            raise TypeError(name)
+    payload["accepted_at"] = int(payload["accepted_at"])
+    return payload
+
 
 CONSUMER_GROUP = "persisters"
 
@@ -50,10 +82,6 @@ return {"staged", "0"}
 """
 
 
-def key(*parts: str) -> str:
-    return ":".join((settings.REDIS_KEY_PREFIX, *parts))
-
-
 def stream_key() -> str:
     return key("stream", "messages")
 
@@ -70,48 +98,7 @@ def metrics_key() -> str:
     return key("metrics")
 
 
-@dataclass(frozen=True, slots=True)
-class _Connection:
-    client: redis.Redis
-    stage_script: Any
-
-
-_connections: dict[int, _Connection] = {}
-
-
-def _connection() -> _Connection:
-    """This process's Redis client, created on first use, so after a pre-fork server forks.
-
-    It holds one connection instead of checking one out of a pool per command: the checkout
-    probes the socket for stray data, a system call that costs the write path about a quarter
-    of its Redis time. (Threads share the connection under the client's lock; pipelines still
-    take their own from the pool.) Keyed by process id so a forked child never writes to its
-    parent's socket.
-    """
-    pid = os.getpid()
-    connection = _connections.get(pid)
-    if connection is None:
-        client = redis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=settings.REDIS_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_TIMEOUT,
-            health_check_interval=30,
-            decode_responses=False,
-            single_connection_client=True,
-        )
-        connection = _connections[pid] = _Connection(client, client.register_script(_STAGE_SCRIPT))
-    return connection
-
-
-def redis_client() -> redis.Redis:
-    return _connection().client
-
-
-def redis_client_reset() -> None:
-    """Forget this process's client (the next call connects anew, with current settings)."""
-    connection = _connections.pop(os.getpid(), None)
-    if connection is not None:
-        connection.client.close()
+_STAGE = redis_script(_STAGE_SCRIPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +121,7 @@ def stage(payloads: Sequence[bytes | str], idempotency_key: str = "", idempotenc
         idempotency_record,
         *payloads,
     ]
-    result, detail = _connection().stage_script(keys=keys, args=args)
+    result, detail = _STAGE(keys=keys, args=args, client=redis_client())
     if result == b"replay":
         return StageOutcome("replay", replay_record=detail)
     if result == b"full":
@@ -299,5 +286,80 @@ def consumers_prune(idle_ms: int = 3_600_000) -> int:
     return removed
 
 
-def payload_decode(raw: bytes) -> dict[str, Any]:
-    return orjson.loads(raw)
+# --- memcached copies -------------------------------------------------------------------------
+# A copy of each staged payload answers "pending" status reads cheaply. Written without waiting
+# for a reply (the "staged" cache is noreply): losing one costs nothing, the stream entry is the
+# durable copy.
+
+
+def copy_key(message_id: str) -> str:
+    return f"staged:{message_id}"
+
+
+def copies_store(payloads: Sequence[StagedPayload], documents: Sequence[bytes]) -> None:
+    """Store the copies of staged payloads (documents: the same payloads, JSON-encoded)."""
+    copies = caches["staged"]
+    if len(payloads) == 1:
+        copies.set(copy_key(payloads[0]["id"]), documents[0])
+    else:
+        copies.set_many({copy_key(p["id"]): document for p, document in zip(payloads, documents, strict=True)})
+
+
+def copy_exists(message_id: str) -> bool:
+    return bool(caches["staged"].get(copy_key(message_id)))
+
+
+def copies_delete(message_ids: Iterable[str]) -> None:
+    keys = [copy_key(message_id) for message_id in message_ids]
+    if keys:
+        caches["staged"].delete_many(keys)
+
+
+# --- erasure -----------------------------------------------------------------------------------
+
+SCAN_COUNT = 1000
+
+
+def _username_and_id(raw: bytes | None) -> tuple[str, str]:
+    # Leniently: a dead-lettered entry may be malformed and must still be found by its username.
+    try:
+        payload = json.loads(raw or b"")
+        return str(payload["username"]), str(payload["id"])
+    except (ValueError, KeyError, TypeError):
+        return "", ""
+
+
+def stream_user_delete(stream: str, username: str, heartbeat: Callable[[], None]) -> list[tuple[bytes, str]]:
+    """Delete every entry of `username` from `stream` (stream_key() or dead_letter_key()),
+    SCAN_COUNT entries at a time; return (entry id, message id) of each deleted. A backlog of a
+    million entries takes seconds to scan: heartbeat() is called between chunks."""
+    client = redis_client()
+    deleted: list[tuple[bytes, str]] = []
+    start = "-"
+    while True:
+        entries: list[Any] = client.xrange(stream, min=start, max="+", count=SCAN_COUNT)
+        matching = []
+        for entry_id, fields in entries:
+            name, message_id = _username_and_id(fields.get(b"m"))
+            if name == username:
+                matching.append((entry_id, message_id))
+        if matching:
+            client.xdel(stream, *[entry_id for entry_id, _ in matching])
+            deleted.extend(matching)
+        if len(entries) < SCAN_COUNT:
+            return deleted
+        start = "(" + entries[-1][0].decode()
+        heartbeat()
+
+
+def pending_among(entry_ids: set[bytes]) -> set[bytes]:
+    """Which of these entries a drain has read and not yet acknowledged (it acknowledges only
+    after the transaction storing them committed)."""
+    low, high = min(entry_ids, key=_stream_id), max(entry_ids, key=_stream_id)
+    try:
+        pending: list[dict[str, Any]] = redis_client().xpending_range(
+            stream_key(), CONSUMER_GROUP, min=low, max=high, count=len(entry_ids) + 100_000
+        )
+    except redis.ResponseError:
+        return set()  # no consumer group yet: nothing was ever read, nothing is in flight
+    return entry_ids & {item["message_id"] for item in pending}

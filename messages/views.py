@@ -11,19 +11,15 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from messages import payloads, selectors, services
+from messages.staging import StagedPayload
 from messages.validation import message_validate
-from project.http import ApiError, api_view, json_response, methods
+from project.http import ApiError, api_view, bearer_token, json_response, methods
 
 ACCEPTED = 202
 
 
 def _api_key(request: HttpRequest) -> str:
-    # request.META rather than request.headers: the latter builds a dict of every header,
-    # a cost the write path pays on every request for nothing.
-    auth = request.META.get("HTTP_AUTHORIZATION", "")
-    if auth.startswith("Bearer "):
-        return auth[7:].strip()
-    return request.META.get("HTTP_X_API_KEY", "")
+    return bearer_token(request) or request.META.get("HTTP_X_API_KEY", "")
 
 
 def write_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -51,9 +47,8 @@ def _stage(request: HttpRequest, inputs: list, answer: Callable, meaning: list) 
         body = services.messages_stage(
             inputs,
             answer,
-            idempotency_key=services.staging.idempotency_key(_api_key(request) or "anon", client_key)
-            if client_key
-            else "",
+            idempotency_key=client_key,
+            api_key=_api_key(request) if client_key else "",
             fingerprint=payloads.fingerprint(meaning) if client_key else "",
         )
     except services.IdempotencyConflict:
@@ -80,7 +75,7 @@ def message_write(request: HttpRequest) -> HttpResponse:
     if clean is None:
         services.messages_rejected_count(1)
         raise ApiError(400, "invalid_message", "Some fields are not valid.", fields=errors)
-    return _stage(request, [clean], lambda staged: {"id": staged[0].id, "status": "accepted"}, [data])
+    return _stage(request, [clean], lambda staged: {"id": staged[0]["id"], "status": "accepted"}, [data])
 
 
 @api_view
@@ -95,10 +90,10 @@ def message_batch(request: HttpRequest) -> HttpResponse:
     if len(accepted) < len(checked):
         services.messages_rejected_count(len(checked) - len(accepted))
 
-    def answer(staged: list[services.StagedMessage]) -> dict[str, Any]:
+    def answer(staged: list[StagedPayload]) -> dict[str, Any]:
         ids = iter(staged)
         results = [
-            {"index": i, "status": "accepted", "id": next(ids).id}
+            {"index": i, "status": "accepted", "id": next(ids)["id"]}
             if clean is not None
             else {"index": i, "status": "rejected", "fields": errors}
             for i, (clean, errors) in enumerate(checked)

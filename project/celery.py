@@ -1,11 +1,39 @@
-"""The Celery application. Configuration lives in project/settings.py under CELERY_*."""
+"""The Celery application, and publishing a task by name. Configuration lives in
+project/settings.py under CELERY_*."""
 
+import logging
 import os
+from typing import Any
 
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
+logger = logging.getLogger(__name__)
+
 app = Celery("messy")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# A broker that does not answer within about half a second is down for now: the callers keep
+# their work safe elsewhere (the stream, the job row, the schedule) and something retries later.
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3}
+
+
+def task_publish(name: str, *args: Any, countdown: float = 0, **kwargs: Any) -> bool:
+    """Send the task registered under `name` (e.g. "messages.drain") to the queue that
+    CELERY_TASK_ROUTES gives it, without importing the module that defines it. Arguments must
+    be JSON values.
+
+    Never raises: the broker being unreachable is logged and answered with False, because every
+    caller has a safety net (a periodic sweep, job recovery, the beat schedule) and is usually
+    answering a request. Retries the publish briefly first.
+    """
+    try:
+        app.send_task(
+            name, args=args, kwargs=kwargs, countdown=countdown or None, retry=True, retry_policy=_RETRY_POLICY
+        )
+    except Exception:
+        logger.warning("could not publish task %s; it will be published again later", name, exc_info=True)
+        return False
+    return True

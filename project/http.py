@@ -1,11 +1,13 @@
 """The JSON error shape every endpoint shares, and the decorator that produces it.
 
 Errors look like {"error": "<stable code>", "message": "<for humans>", "fields": {...}}, with
-"fields" present when specific input fields are at fault.
+"fields" present when specific input fields are at fault. Also the few things every endpoint
+reads or writes the same way: bearer credentials and timestamps.
 """
 
 import functools
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,6 +23,28 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
         content_type=JSON_CONTENT_TYPE,
         headers=headers,
     )
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    """The API's one timestamp format: ISO 8601 in UTC to the millisecond, with a Z
+    ("2026-11-25T17:35:06.123Z"). Aware datetimes only."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header: None when there is no
+    Authorization header, "" when it holds another scheme or no token. The scheme is
+    case-insensitive (RFC 7235). Read from request.META rather than request.headers: the
+    latter builds a dict of every header, a cost the write path would pay on every request."""
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return ""
+    return value.strip()
 
 
 class ApiError(Exception):

@@ -92,7 +92,8 @@ _MEMCACHED_OPTIONS = {
     "no_delay": True,
 }
 CACHES = {
-    # Rate-limit counters and other small shared state (replies awaited).
+    # Django's default cache (replies awaited); readyz probes its servers. The app's own
+    # shared state lives in Redis.
     "default": {
         "BACKEND": "project.cache.PersistentPyMemcacheCache",
         "LOCATION": MEMCACHED_SERVERS,

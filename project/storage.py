@@ -85,9 +85,9 @@ def bucket_cors_set(origins: list[str], bucket: str | None = None) -> None:
     )
 
 
-def presigned_get_url(key: str, expires_in: int, bucket: str | None = None, **params: Any) -> str:
+def presigned_get_url(key: str, expires_in: int, bucket: str | None = None) -> str:
     return s3_public_client().generate_presigned_url(
         "get_object",
-        Params={"Bucket": bucket or settings.S3_BUCKET, "Key": key, **params},
+        Params={"Bucket": bucket or settings.S3_BUCKET, "Key": key},
         ExpiresIn=expires_in,
     )

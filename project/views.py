@@ -5,11 +5,11 @@ import logging
 from django.core.cache import caches
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import generate_latest
 
-from messages import staging
 from project.http import api_view, json_response, methods
+from project.metrics import registry
+from project.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
     checks = dict(
         [
             _check("postgres", postgres),
-            _check("redis", lambda: staging.redis_client().ping()),
+            _check("redis", lambda: redis_client().ping()),
             _check("memcached", _memcached_probe),
         ]
     )
@@ -56,48 +56,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
 
 
-class _SharedCountersCollector:
-    """Metrics kept in Redis by every web and worker process, on every machine, so one scrape
-    of any web process reports the whole deployment (and the numbers agree across them)."""
-
-    def collect(self):
-        counters = staging.metrics_snapshot()
-        yield GaugeMetricFamily(
-            "messy_backlog_messages", "Messages staged and not yet stored.", value=staging.backlog()
-        )
-        yield CounterMetricFamily(
-            "messy_messages_accepted", "Messages accepted (202) by the write endpoints.", value=staging.accepted_total()
-        )
-        for name, help_text in (
-            ("stored", "Messages newly stored in PostgreSQL by drain workers."),
-            ("dead_lettered", "Staged entries parked because they could never be stored."),
-        ):
-            yield CounterMetricFamily(f"messy_messages_{name}", help_text, value=counters.get(name, 0))
-        rejected = CounterMetricFamily(
-            "messy_messages_rejected", "Messages refused by the write endpoints.", labels=["reason"]
-        )
-        rejected.add_metric(["invalid"], counters.get("rejected_invalid", 0))
-        rejected.add_metric(["backpressure"], counters.get("rejected_backpressure", 0))
-        yield rejected
-        buckets = []
-        cumulative = 0
-        for bound in (*staging.DRAIN_BATCH_BUCKETS, "inf"):
-            cumulative += counters.get(f"drain_batch_size_le_{bound}", 0)
-            buckets.append(("+Inf" if bound == "inf" else str(bound), cumulative))
-        yield HistogramMetricFamily(
-            "messy_drain_batch_size",
-            "Entries per drain batch.",
-            buckets=buckets,
-            sum_value=counters.get("drain_entries", 0),
-        )
-        yield GaugeMetricFamily(
-            "messy_drain_lag_seconds",
-            "Accept-to-store delay of the oldest message in the latest drain batch.",
-            value=counters.get("drain_lag_ms", 0) / 1000,
-        )
-
-
 def metrics(request: HttpRequest) -> HttpResponse:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SharedCountersCollector())
+    """What the apps registered in project.metrics (in Prometheus' text format)."""
     return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -8,17 +8,15 @@ so building the blob costs the same at ten million messages as at ten thousand.
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max
-from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from messages import staging
-from messages.models import Message
+from project.http import timestamp
+from project.redis import key, redis_client
 from project.storage import presigned_get_url
 from stats.models import CityCount, MinuteCount, StateCount, TopUser, Totals
 
@@ -29,23 +27,17 @@ SCHEMA_VERSION = 1
 
 def published_marker_key() -> str:
     """Redis key set once a blob is in S3: lets /stat/get/ redirect without asking S3 or PostgreSQL."""
-    return staging.key("stats", "published")
+    return key("stats", "published")
 
 
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _timeline_window(now: datetime) -> tuple[datetime, datetime]:
+def timeline_window(now: datetime) -> tuple[datetime, datetime]:
     """The first and last minute of the timeline: the last STATS_TIMELINE_MINUTES minutes,
     including the current (partial) one."""
     last = now.replace(second=0, microsecond=0)
     return last - timedelta(minutes=settings.STATS_TIMELINE_MINUTES - 1), last
 
 
-def _blob(
+def stats_blob_shape(
     now: datetime,
     totals: dict[str, int],
     newest: datetime | None,
@@ -54,26 +46,27 @@ def _blob(
     users: Iterable[Mapping[str, Any]],
     minute_counts: dict[datetime, int],
 ) -> dict[str, Any]:
-    first, _ = _timeline_window(now)
+    """The blob from its parts: the one place that says what a blob holds and how."""
+    first, _ = timeline_window(now)
     minutes = (first + timedelta(minutes=i) for i in range(settings.STATS_TIMELINE_MINUTES))
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": iso(now),
+        "generated_at": timestamp(now),
         "totals": totals,
-        "newest_message_at": iso(newest),
+        "newest_message_at": timestamp(newest),
         "states": list(states),
         "top_cities": list(cities),
         "top_users": list(users),
         # Oldest first; minutes without messages count zero.
-        "timeline": [{"minute": iso(minute), "messages": minute_counts.get(minute, 0)} for minute in minutes],
+        "timeline": [{"minute": timestamp(minute), "messages": minute_counts.get(minute, 0)} for minute in minutes],
     }
 
 
 def _read(now: datetime) -> dict[str, Any]:
     totals = Totals.objects.filter(id=1).first() or Totals()
-    first, last = _timeline_window(now)
+    first, last = timeline_window(now)
     minutes = MinuteCount.objects.filter(minute__gte=first, minute__lte=last).order_by("minute")
-    return _blob(
+    return stats_blob_shape(
         now,
         {"messages": totals.messages, "users": totals.users, "cities": totals.cities, "states": totals.states},
         totals.newest_accepted_at,
@@ -102,44 +95,6 @@ def stats_blob_build(now: datetime | None = None) -> dict[str, Any]:
         return _read(now)
 
 
-def stats_blob_recount(now: datetime) -> dict[str, Any]:
-    """The blob computed the slow way, from the message table (several full scans): what the
-    published blob must equal, for checks and tests; never for publishing. After an erasure
-    the published newest_message_at may be later than this one (rollups keep it)."""
-    messages = Message.objects.all()
-    counted = messages.aggregate(
-        messages=Count("id"),
-        users=Count("username", distinct=True),
-        states=Count("state", distinct=True),
-        newest=Max("accepted_at"),
-    )
-    first, last = _timeline_window(now)
-    recent = messages.filter(accepted_at__gte=first, accepted_at__lt=last + timedelta(minutes=1))
-    minute_counts = recent.annotate(minute=TruncMinute("accepted_at")).values("minute").annotate(n=Count("id"))
-    totals = {
-        "messages": counted["messages"],
-        "users": counted["users"],
-        "cities": messages.values("state", "city").distinct().count(),
-        "states": counted["states"],
-    }
-    by_count = Count("id")
-    return _blob(
-        now,
-        totals,
-        counted["newest"],
-        messages.values("state")
-        .annotate(messages=by_count)
-        .order_by("-messages", "state")[: settings.STATS_STATES_MAX],
-        messages.values("state", "city")
-        .annotate(messages=by_count)
-        .order_by("-messages", "state", "city")[: settings.STATS_TOP_CITIES],
-        messages.values("username")
-        .annotate(messages=by_count)
-        .order_by("-messages", "username")[: settings.STATS_TOP_USERS],
-        {row["minute"]: row["n"] for row in minute_counts},
-    )
-
-
 def stats_blob_encode(blob: dict[str, Any]) -> bytes:
     return json.dumps(blob, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -148,7 +103,7 @@ def stats_published() -> dict[str, Any] | None:
     """What the last publish recorded in Redis ({"generated_at", "key"}), or None before the
     first publish. One Redis GET: no database query, no S3 call. Raises redis.RedisError."""
     # The client is synchronous; redis-py's stubs also allow the asyncio client's Awaitable.
-    raw = cast(bytes | None, staging.redis_client().get(published_marker_key()))
+    raw = cast(bytes | None, redis_client().get(published_marker_key()))
     return json.loads(raw) if raw else None
 
 
@@ -182,13 +137,14 @@ FROM (SELECT state, city, username, date_trunc('minute', accepted_at) AS minute 
 GROUP BY GROUPING SETS ((state), (state, city), (username), (minute))
 """
 
-_TOTALS_RECOUNT = """
+# The totals row recomputed from messy_recount (and the message table's newest time).
+TOTALS_RECOUNT = """
 SELECT
-    (SELECT coalesce(sum(messages), 0) FROM messy_recount WHERE rollup = 'state'),
-    (SELECT count(*) FROM messy_recount WHERE rollup = 'user'),
-    (SELECT count(*) FROM messy_recount WHERE rollup = 'city'),
-    (SELECT count(*) FROM messy_recount WHERE rollup = 'state'),
-    (SELECT max(accepted_at) FROM message)
+    (SELECT coalesce(sum(messages), 0) FROM messy_recount WHERE rollup = 'state') AS messages,
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'user') AS users,
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'city') AS cities,
+    (SELECT count(*) FROM messy_recount WHERE rollup = 'state') AS states,
+    (SELECT max(accepted_at) FROM message) AS newest_accepted_at
 """
 
 
@@ -222,7 +178,7 @@ def rollups_differences_in_transaction(cursor: Any) -> list[RollupDifference]:
         for row in cursor.fetchall():
             key = " ".join(f"{name}={value!r}" for name, value in zip(keys, row, strict=False))
             differences.append(RollupDifference(table, key, row[-2], row[-1]))
-    cursor.execute(_TOTALS_RECOUNT)
+    cursor.execute(TOTALS_RECOUNT)
     expected = cursor.fetchone()
     totals = Totals.objects.filter(id=1).first()
     found = (totals.messages, totals.users, totals.cities, totals.states, totals.newest_accepted_at) if totals else None

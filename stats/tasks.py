@@ -3,50 +3,30 @@
 import logging
 from typing import Any
 
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as S3ConnectionError
 from celery import shared_task
 from celery.signals import worker_ready
 from celery.utils.time import get_exponential_backoff_interval
-from django.db import InterfaceError, OperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stats import services
+from project.errors import error_is_transient
+from stats.services import publish
 
 logger = logging.getLogger(__name__)
 
-# Errors that can pass: S3, Redis or PostgreSQL unreachable or timing out. An S3 answer in
-# the 5xx range (SlowDown, InternalError) passes too; a 4xx (bad credentials, access denied)
-# does not, so it fails at once, loudly, and the next minute's publish tries again.
-_TRANSIENT = (
-    S3ConnectionError,
-    HTTPClientError,
-    OperationalError,
-    InterfaceError,
-    RedisConnectionError,
-    RedisTimeoutError,
-)
 # 1, 2, 4, 8, 16, 30, 30 s: about a minute and a half of retries, by which time the next
 # minute's publish is trying too; beyond that a retry adds nothing.
 PUBLISH_MAX_RETRIES = 7
 _BACKOFF_MAX_SECONDS = 30
 
 
-def _transient(exc: Exception) -> bool:
-    if isinstance(exc, ClientError):
-        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
-    return isinstance(exc, _TRANSIENT)
-
-
 @shared_task(bind=True, name="stats.publish", max_retries=PUBLISH_MAX_RETRIES, soft_time_limit=50, time_limit=60)
-def publish_stats(self: Any, force: bool = False) -> dict[str, Any]:
+def stats_publish(self: Any, force: bool = False) -> dict[str, Any]:
     """Publish the stats blob. Safe to run twice or from two beats: the service publishes at
-    most once per minute."""
+    most once per minute. Errors that can pass (project.errors) are retried with backoff; any
+    other fails at once, loudly, and the next minute's publish tries again."""
     try:
-        outcome = services.stats_publish(force=force)
+        outcome = publish.stats_publish(force=force)
     except Exception as exc:
-        if not _transient(exc) or self.request.retries >= PUBLISH_MAX_RETRIES:
+        if not error_is_transient(exc) or self.request.retries >= PUBLISH_MAX_RETRIES:
             logger.error("stats publish failed for good: %r", exc)
             raise
         countdown = get_exponential_backoff_interval(1, self.request.retries, _BACKOFF_MAX_SECONDS)
@@ -66,4 +46,4 @@ def publish_when_a_worker_starts(sender: Any = None, **kwargs: Any) -> None:
     """A worker that starts asks for a publish at once instead of waiting for the schedule
     (after a deploy, or a local S3 server that restarted empty). Not forced: if this minute's
     blob is already out, it is a no-op, so the blob is still published once per minute."""
-    services.stats_publish_request()
+    publish.stats_publish_request()

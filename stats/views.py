@@ -9,7 +9,8 @@ from django.views.decorators.http import require_safe
 from redis.exceptions import RedisError
 
 from project.http import ApiError, api_view, methods
-from stats import selectors, services
+from stats import selectors
+from stats.services import publish
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def blob_redirect(request: HttpRequest) -> HttpResponse:
         logger.warning("cannot tell whether stats are published: Redis unavailable", exc_info=True)
         raise ApiError(503, "stats_unavailable", "Statistics are unavailable for a moment.", headers=retry) from None
     if published is None:
-        services.stats_publish_request()
+        publish.stats_publish_request()
         raise ApiError(503, "stats_not_published", "No statistics published yet; the first is coming.", headers=retry)
     response = HttpResponseRedirect(selectors.stats_blob_url(published))
     # The URL expires soon: nobody may keep the redirect.

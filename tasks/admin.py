@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from project.admin import ReadOnlyAdmin
-from tasks import services
+from tasks import auth, services
 from tasks.models import ApiToken, ErasureTally, Job
 
 
@@ -57,7 +57,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, raw = services.api_token_create(obj.name)
+        token, raw = auth.api_token_create(obj.name)
         obj.pk = token.pk
         # Shown once: only the digest is stored.
         self.message_user(request, f"Token for {token.name}: {raw} — copy it now, it cannot be shown again.")

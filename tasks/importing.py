@@ -7,8 +7,10 @@ and the checkpoint that counts them commit in one transaction. A resumed run rea
 again from the start and skips the records the checkpoint says are done.
 """
 
+import functools
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -16,12 +18,17 @@ from typing import IO, Any
 from django.conf import settings
 from django.db import transaction
 
-from messages.services import messages_persist
+from messages.ids import message_id_from
+from messages.services import messages_persist, staged_payload
+from messages.staging import StagedPayload
 from messages.validation import message_validate
 from project.storage import bucket_ensure, s3_client
+from tasks.kinds import JobFailed, JobKind, JobRun, Outcome, job_kinds
 from tasks.models import ApiToken, Job, RejectedRecord
 from tasks.records import FORMATS, FileUnreadable, Record, format_sniff, records_read
-from tasks.services import REPORT, UPLOAD, JobFailed, JobRun, Outcome, job_create, job_s3_key
+from tasks.services import REPORT, UPLOAD, job_create, job_s3_key
+
+logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 SKIP_HEARTBEAT_EVERY = 50_000
@@ -108,10 +115,7 @@ def record_message_id(job_id: uuid.UUID, position: int, unix_ms: int) -> str:
     """The same id every time the job reads this record: a UUIDv7 layout (time of the upload,
     then 74 bits of a digest of job and position), so imported rows still land at the right
     edge of the primary-key index like written ones."""
-    digest = int.from_bytes(hashlib.sha256(job_id.bytes + position.to_bytes(8, "big")).digest()[:10], "big")
-    rand_a, rand_b = digest >> 68, digest & ((1 << 62) - 1)
-    value = (unix_ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    return message_id_from(unix_ms, hashlib.sha256(job_id.bytes + position.to_bytes(8, "big")).digest())
 
 
 def _reason(errors: dict[str, list[str]]) -> str:
@@ -125,7 +129,7 @@ class _Batch:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.accepted_at = int(job.created_at.timestamp() * 1000)
-        self.good: list[dict[str, Any]] = []
+        self.good: list[StagedPayload] = []
         self.bad: list[RejectedRecord] = []
         self.rejected = 0
         self.records = 0
@@ -138,16 +142,8 @@ class _Batch:
             if clean is None:
                 reason, fields = _reason(errors), errors
             else:
-                self.good.append(
-                    {
-                        "id": record_message_id(self.job.pk, record.position, self.accepted_at),
-                        "username": clean.username,
-                        "city": clean.city,
-                        "state": clean.state,
-                        "message": clean.message,
-                        "accepted_at": self.accepted_at,
-                    }
-                )
+                message_id = record_message_id(self.job.pk, record.position, self.accepted_at)
+                self.good.append(staged_payload(message_id, clean, self.accepted_at))
                 return
         self.rejected += 1
         if reported_so_far + len(self.bad) < settings.MESSY_IMPORT_MAX_REPORTED_ERRORS:
@@ -243,3 +239,24 @@ def _report_write(job: Job, state: dict[str, Any], stopped: str = "") -> str:
         ContentDisposition=f'attachment; filename="import-{job.pk}-errors.json"',
     )
     return key
+
+
+def _upload_delete(job_id: uuid.UUID | str) -> None:
+    """An import's uploaded file holds people's messages: it goes as soon as the job is done."""
+    try:
+        s3_client().delete_object(Bucket=settings.S3_BUCKET, Key=job_s3_key(job_id, UPLOAD))
+    except Exception:
+        logger.warning("could not delete the upload of job %s; pruning will", job_id, exc_info=True)
+
+
+class ImportKind(JobKind):
+    def run(self, run: JobRun) -> Outcome:
+        return import_run(run)
+
+    def on_finish(self, job_id: Any) -> None:
+        """The rejected records are in the report by now; the upload goes once this commits."""
+        RejectedRecord.objects.filter(job_id=job_id).delete()
+        transaction.on_commit(functools.partial(_upload_delete, job_id))
+
+
+job_kinds.register(Job.Kind.IMPORT, ImportKind())

@@ -1,5 +1,5 @@
-"""Functions that change jobs: create, claim, checkpoint, finish, cancel, recover, prune; and
-API tokens.
+"""Functions that change jobs: create, claim, run, finish, cancel, recover, prune. What a kind
+of job does is registered in tasks.kinds; nothing here branches on the kind.
 
 Every status change is one conditional UPDATE that names the state it starts from (and, for a
 running job, the worker that holds it), so it touches exactly one row or none. That is what
@@ -12,60 +12,28 @@ racing: only one claim can win, and a worker that lost its claim can change noth
 """
 
 import functools
-import hashlib
 import logging
 import os
-import secrets
 import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import redis
-from botocore.exceptions import BotoCoreError
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, When
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
+from project.celery import task_publish
+from project.errors import TRANSIENT_ERRORS
 from project.storage import s3_client
+from tasks.kinds import HandOver, JobFailed, JobRun, JobStopped, job_kinds
 from tasks.models import ApiToken, Job, RejectedRecord
 
 logger = logging.getLogger(__name__)
-
-# Errors that can pass (a service unreachable or slow). A run that meets one stops with the job
-# left running; its heartbeat goes stale and recovery resumes it from the checkpoint.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError, BotoCoreError)
-
-TOKEN_PREFIX = "messy_"  # noqa: S105 (a marker that tells tokens apart in logs and leaks scanners)
-
-
-class JobStopped(Exception):
-    """The run must stop: the job was cancelled, or another worker holds it now."""
-
-
-class HandOver(Exception):
-    """This run has had its time; a fresh task continues from the checkpoint."""
-
-
-class JobFailed(Exception):
-    """The job cannot complete; `error` is shown to its creator."""
-
-    def __init__(self, error: str, result: dict[str, Any] | None = None, result_key: str = "") -> None:
-        super().__init__(error)
-        self.error = error
-        self.result = result
-        self.result_key = result_key
-
-
-@dataclass
-class Outcome:
-    result: dict[str, Any]
-    result_key: str = ""
 
 
 def job_s3_key(job_id: uuid.UUID | str, name: str) -> str:
@@ -114,20 +82,7 @@ def job_create(
 def job_enqueue(job_id: uuid.UUID | str, countdown: float = 0) -> None:
     """Publish the job's task after the current transaction commits. A publish that fails is
     only logged: the job is queued in the database, and recovery publishes it again."""
-    from tasks.tasks import run_job
-
-    def publish() -> None:
-        try:
-            run_job.apply_async(
-                args=(str(job_id),),
-                countdown=countdown,
-                retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2},
-            )
-        except Exception:
-            logger.exception("could not publish job %s; recovery will publish it again", job_id)
-
-    transaction.on_commit(publish)
+    transaction.on_commit(functools.partial(task_publish, "tasks.run_job", str(job_id), countdown=countdown))
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -162,57 +117,6 @@ def job_claim(job_id: uuid.UUID | str, owner: str) -> bool:
     )
 
 
-@dataclass
-class JobRun:
-    """One worker's hold on a running job, handed to the kind's runner."""
-
-    job: Job
-    owner: str
-    deadline: float
-    on_progress: Callable[[Job], None] | None = field(default=None)
-
-    def _held(self) -> Any:
-        return Job.objects.filter(pk=self.job.pk, owner=self.owner, status=Job.Status.RUNNING, cancel_requested=False)
-
-    def checkpoint(self, *, done: int, message: str, state: dict[str, Any], total: int | None = None) -> None:
-        """Record progress and where to resume, inside the caller's transaction, so the work and
-        its checkpoint commit together. Raises JobStopped (rolling the caller back) when the
-        job was cancelled or another worker took it over."""
-        changes: dict[str, Any] = {
-            "progress_done": done,
-            "progress_message": message,
-            "checkpoint": state,
-            "heartbeat_at": Now(),
-        }
-        if total is not None:
-            changes["progress_total"] = total
-        if self._held().update(**changes) != 1:
-            raise JobStopped()
-        self.job.progress_done, self.job.progress_message, self.job.checkpoint = done, message, state
-        if total is not None:
-            self.job.progress_total = total
-        if self.on_progress:
-            self.on_progress(self.job)
-
-    def heartbeat(self) -> None:
-        """Say this worker is alive during a long wait; raises JobStopped like checkpoint."""
-        if self._held().update(heartbeat_at=Now()) != 1:
-            raise JobStopped()
-
-    def pause_point(self) -> None:
-        """Call between committed batches: past the run's deadline, hand over to a fresh task
-        so workers stay responsive to shutdown and a job never meets Celery's time limit."""
-        if time.monotonic() > self.deadline:
-            raise HandOver()
-
-
-def _runner(kind: str) -> Callable[[JobRun], Outcome]:
-    from tasks.erasing import erasure_run
-    from tasks.importing import import_run
-
-    return {Job.Kind.IMPORT: import_run, Job.Kind.ERASE: erasure_run}[Job.Kind(kind)]
-
-
 def job_run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = None) -> str:
     """Claim the job and run it until it finishes, hands over or stops; return what happened.
 
@@ -220,15 +124,14 @@ def job_run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None =
     nothing. Errors that can pass (database, Redis or S3 unreachable) propagate with the job
     left running: its heartbeat goes stale and recovery resumes it from the checkpoint.
     """
-    from tasks.erasing import erasure_wait_seconds
-
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.is_finished:
         return "skipped"
-    if job.kind == Job.Kind.ERASE and job.status == Job.Status.QUEUED and job.started_at is None:
-        wait = erasure_wait_seconds()
-        if wait:
-            job_defer(job.pk, wait, "Waiting for the erasure rate limit.")
+    kind = job_kinds.get(job.kind)
+    if job.status == Job.Status.QUEUED and job.started_at is None:
+        deferral = kind.before_start(job)
+        if deferral is not None:
+            job_defer(job.pk, deferral.seconds, deferral.message)
             return "deferred"
     owner = _owner_name()
     if not job_claim(job.pk, owner):
@@ -238,7 +141,7 @@ def job_run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None =
     try:
         if job.cancel_requested:
             raise JobStopped()
-        outcome = _runner(job.kind)(run)
+        outcome = kind.run(run)
     except HandOver:
         return "handed_over" if job_release(job.pk, owner) else "skipped"
     except JobStopped:
@@ -249,9 +152,8 @@ def job_run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None =
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
-        # An erasure's exception text could quote the username; its type says enough.
-        detail = type(exc).__name__ if job.kind == Job.Kind.ERASE else f"{type(exc).__name__}: {exc}"
-        logger.error("job %s (%s) failed: %s", job.pk, job.kind, detail, exc_info=job.kind != Job.Kind.ERASE)
+        detail = type(exc).__name__ if kind.error_text_private else f"{type(exc).__name__}: {exc}"
+        logger.error("job %s (%s) failed: %s", job.pk, job.kind, detail, exc_info=not kind.error_text_private)
         _finish(job, owner, Job.Status.FAILED, error=f"Unexpected error ({detail}).")
         return "failed"
     done = _finish(job, owner, Job.Status.SUCCEEDED, result=outcome.result, result_key=outcome.result_key)
@@ -289,16 +191,16 @@ def _finish(
     result_key: str = "",
     cancelled: bool = False,
 ) -> bool:
-    """The final transition of a running job held by `owner`. The erasure subject is wiped in
-    the same UPDATE, and a successful erasure is counted in the same transaction."""
+    """The final transition of a running job held by `owner`. The job's subject is wiped in the
+    same UPDATE, and the kind's on_success hook runs in the same transaction."""
     held = Job.objects.filter(pk=job.pk, owner=owner, status=Job.Status.RUNNING)
     if cancelled:
         held = held.filter(cancel_requested=True)
     with transaction.atomic():
         if not _finish_update(held, status, error=error, result=result, result_key=result_key):
             return False
-        if job.kind == Job.Kind.ERASE and status == Job.Status.SUCCEEDED:
-            _erasure_tally_increment()
+        if status == Job.Status.SUCCEEDED:
+            job_kinds.get(job.kind).on_success(job)
     return True
 
 
@@ -310,26 +212,8 @@ def _finish_update(rows: Any, status: str, **fields: Any) -> bool:
     if rows.update(**changes, **{k: v for k, v in fields.items() if v is not None}) != 1:
         return False
     for job_id, kind in found:
-        if kind == Job.Kind.IMPORT:
-            RejectedRecord.objects.filter(job_id=job_id).delete()
-            transaction.on_commit(functools.partial(_upload_delete, job_id))
+        job_kinds.get(kind).on_finish(job_id)
     return True
-
-
-def _upload_delete(job_id: uuid.UUID | str) -> None:
-    """An import's uploaded file holds people's messages: it goes as soon as the job is done."""
-    try:
-        s3_client().delete_object(Bucket=settings.S3_BUCKET, Key=job_s3_key(job_id, UPLOAD))
-    except Exception:
-        logger.warning("could not delete the upload of job %s; pruning will", job_id, exc_info=True)
-
-
-def _erasure_tally_increment() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO tasks_erasure_tally (id, erasures) VALUES (1, 1) "
-            "ON CONFLICT (id) DO UPDATE SET erasures = tasks_erasure_tally.erasures + 1"
-        )
 
 
 def job_cancel(job: Job) -> bool:
@@ -394,28 +278,3 @@ def jobs_prune() -> int:
         pruned += len(job_ids)
         if len(job_ids) < chunk:
             return pruned
-
-
-# --- API tokens ------------------------------------------------------------------------------
-
-
-def token_hash(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def api_token_create(name: str) -> tuple[ApiToken, str]:
-    """A new token; the raw value is returned once and never stored."""
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(name=name, prefix=raw[: len(TOKEN_PREFIX) + 4], key_hash=token_hash(raw))
-    return token, raw
-
-
-def api_token_revoke(name: str) -> bool:
-    return ApiToken.objects.filter(name=name, is_active=True).update(is_active=False) == 1
-
-
-def api_token_used(token: ApiToken) -> None:
-    """Note when a token was last used, at most once a minute (a read path should not write)."""
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

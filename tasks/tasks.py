@@ -1,5 +1,6 @@
 """Celery tasks of the jobs app. Thin: each takes ids or nothing and calls one service; the
-job row's conditional transitions make every one of them safe to run twice."""
+job row's conditional transitions make every one of them safe to run twice. Each is named
+after its service; the name= strings stay as they were, for queued tasks and beat schedules."""
 
 from celery import shared_task
 
@@ -7,15 +8,15 @@ from tasks import services
 
 
 @shared_task(name="tasks.run_job")
-def run_job(job_id: str) -> str:
+def job_run(job_id: str) -> str:
     return services.job_run(job_id)
 
 
 @shared_task(name="tasks.recover")
-def recover_jobs() -> int:
+def jobs_recover() -> int:
     return services.jobs_recover()
 
 
 @shared_task(name="tasks.prune")
-def prune_jobs() -> int:
+def jobs_prune() -> int:
     return services.jobs_prune()

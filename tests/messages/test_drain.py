@@ -8,8 +8,9 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 
-from messages import services, staging
+from messages import ids, services, staging
 from messages.models import Message
+from messages.staging import StagedPayload
 from stats.models import CityCount, MinuteCount, StateCount, Totals, UserCount
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,9 +50,9 @@ def test_a_drain_stores_every_staged_message_once_with_rollups():
 
 
 def test_persisting_the_same_payloads_twice_changes_nothing_the_second_time():
-    payloads = [
+    payloads: list[StagedPayload] = [
         {
-            "id": str(services.message_id_new()),
+            "id": ids.message_id_text(),
             "username": "a",
             "city": "c",
             "state": "s",
@@ -118,7 +119,7 @@ def test_an_entry_whose_id_is_not_a_uuid_is_dead_lettered_and_the_rest_of_its_ba
 def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored():
     write_many(4)
     poison = {
-        "id": str(services.message_id_new()),
+        "id": ids.message_id_text(),
         "username": "a\x00b",
         "city": "c",
         "state": "s",
@@ -160,7 +161,7 @@ def test_a_drain_that_finds_a_deep_backlog_starts_helpers_on_other_slots(setting
     settings.MESSY_DRAIN_PARALLELISM = 3
     settings.MESSY_DRAIN_RUN_SECONDS = 0.0001  # one batch, then hand over
     write_many(40)
-    staging.redis_client().delete(staging.key("drain", "slot", "1"))
+    staging.redis_client().delete(staging.slot_key(1))
     before = broker_queue_length()
     services.messages_drain(slot=0)
     # one fan-out helper on slot 1, plus the hand-over of slot 0

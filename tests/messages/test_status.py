@@ -7,7 +7,7 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 
-from messages import services
+from messages import ids, services, staging
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +33,7 @@ def test_a_staged_message_reads_as_pending_then_as_stored_with_its_fields():
 
 def test_the_memcached_copy_is_written_when_a_message_is_accepted():
     message_id = write(Client())
-    copy = json.loads(caches["staged"].get(services.payload_cache_key(message_id)))
+    copy = json.loads(caches["staged"].get(staging.copy_key(message_id)))
     assert copy["id"] == message_id
     assert copy["message"] == "hello"
 
@@ -51,6 +51,6 @@ def test_a_malformed_id_is_404_in_json():
 
 
 def test_message_ids_are_time_ordered_uuid7():
-    first, second = services.message_id_new(), services.message_id_new()
+    first, second = ids.message_id_new(), ids.message_id_new()
     assert first.version == 7
     assert first.int >> 80 <= second.int >> 80

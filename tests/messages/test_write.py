@@ -8,6 +8,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from messages import staging
+from project.redis import redis_client_reset
 
 GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
@@ -274,11 +275,11 @@ def test_past_the_backlog_bound_writes_get_503_with_retry_after(client, settings
 def test_when_redis_is_unreachable_writes_get_503_not_500(client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     settings.REDIS_TIMEOUT = 0.2
-    staging.redis_client_reset()
+    redis_client_reset()
     try:
         response = post_json(client, "/message/write/", GOOD)
     finally:
-        staging.redis_client_reset()
+        redis_client_reset()
     assert response.status_code == 503
     assert response.json()["error"] == "staging_unavailable"
     assert "Retry-After" in response

@@ -14,12 +14,13 @@ import pytest
 from django.core.management import call_command
 
 from messages.services import messages_persist
+from messages.staging import StagedPayload
 from project import storage
-from stats import services
+from stats.services import publish
 from tests.conftest import free_port, port_open, wait_for_port
 
 
-def payload(username: str, city: str, state: str, accepted_at: datetime, message: str = "hello") -> dict[str, Any]:
+def payload(username: str, city: str, state: str, accepted_at: datetime, message: str = "hello") -> StagedPayload:
     return {
         "id": str(uuid.uuid4()),
         "username": username,
@@ -30,14 +31,14 @@ def payload(username: str, city: str, state: str, accepted_at: datetime, message
     }
 
 
-def store(rows: list[dict[str, Any]]) -> int:
+def store(rows: list[StagedPayload]) -> int:
     return messages_persist(rows)
 
 
 def s3_clients_reset() -> None:
     storage.s3_client.cache_clear()
     storage.s3_public_client.cache_clear()
-    services._buckets_prepared.clear()
+    publish._buckets_prepared.clear()
 
 
 @pytest.fixture

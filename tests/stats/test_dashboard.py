@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
-from stats import selectors, services
+from stats import selectors
+from stats.services.publish import stats_publish
 from tests.browser import page_dom, page_screenshot
 from tests.stats.conftest import payload, store
 
@@ -64,7 +65,7 @@ def known_data_set(minute):
 
 
 def test_the_bucket_lets_only_the_dashboards_origin_read_the_blob(dashboard_s3, live_server, minute):
-    services.stats_publish(now=minute)
+    stats_publish(now=minute)
     location = requests.get(f"{live_server.url}/stat/get/", allow_redirects=False, timeout=5).headers["Location"]
 
     allowed = requests.get(location, headers={"Origin": live_server.url}, timeout=5)
@@ -81,7 +82,7 @@ def test_the_dashboard_draws_a_known_data_set_and_shows_names_as_text(
 
     now = timezone.now()
     known_data_set(now)
-    services.stats_publish(now=now)
+    stats_publish(now=now)
     url = f"{live_server.url}/stat/"
 
     page = Page(page_dom(url))
@@ -108,7 +109,7 @@ def test_before_the_first_publish_the_dashboard_says_the_stats_are_coming(dashbo
 
 
 def test_the_dashboard_fetches_the_blob_again_every_minute(dashboard_s3, live_server, monkeypatch, minute):
-    services.stats_publish(now=minute)
+    stats_publish(now=minute)
     fetched = []
     real = selectors.stats_published
 

@@ -6,9 +6,10 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connections
 
-from messages import staging
+from project.redis import redis_client
 from project.storage import s3_client
-from stats import selectors, services
+from stats import selectors
+from stats.services import publish
 from tests.stats.conftest import payload, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,13 +23,13 @@ def blob_in_s3() -> tuple[dict, dict]:
 def test_publishing_uploads_the_blob_as_json_to_a_private_bucket_it_creates(stats_bucket, minute):
     store([payload("alice", "Austin", "TX", minute)])
 
-    outcome = services.stats_publish(now=minute)
+    outcome = publish.stats_publish(now=minute)
 
     assert outcome.published
     blob, obj = blob_in_s3()
     assert blob == selectors.stats_blob_build(minute)
     assert obj["ContentType"] == "application/json"
-    assert obj["CacheControl"] == services.BLOB_CACHE_CONTROL
+    assert obj["CacheControl"] == publish.BLOB_CACHE_CONTROL
     acl = s3_client().get_bucket_acl(Bucket=stats_bucket)
     assert [grant["Grantee"].get("URI") for grant in acl["Grants"]] == [None], "only the owner may read"
     cors = s3_client().get_bucket_cors(Bucket=stats_bucket)["CORSRules"]
@@ -37,21 +38,21 @@ def test_publishing_uploads_the_blob_as_json_to_a_private_bucket_it_creates(stat
 
 
 def test_a_second_publish_in_the_same_minute_does_nothing_and_the_next_minute_publishes(stats_bucket, minute):
-    assert services.stats_publish(now=minute).published
+    assert publish.stats_publish(now=minute).published
     store([payload("alice", "Austin", "TX", minute)])
 
-    assert not services.stats_publish(now=minute + timedelta(seconds=3)).published
+    assert not publish.stats_publish(now=minute + timedelta(seconds=3)).published
     assert blob_in_s3()[0]["totals"]["messages"] == 0
 
-    assert services.stats_publish(now=minute + timedelta(minutes=1)).published
+    assert publish.stats_publish(now=minute + timedelta(minutes=1)).published
     assert blob_in_s3()[0]["totals"]["messages"] == 1
 
 
 def test_a_forced_publish_ignores_the_minute_already_published(stats_bucket, minute):
-    assert services.stats_publish(now=minute).published
+    assert publish.stats_publish(now=minute).published
     store([payload("alice", "Austin", "TX", minute)])
 
-    assert services.stats_publish(now=minute, force=True).published
+    assert publish.stats_publish(now=minute, force=True).published
     assert blob_in_s3()[0]["totals"]["messages"] == 1
 
 
@@ -59,27 +60,27 @@ def test_a_failed_upload_releases_the_minute_so_a_retry_can_publish(stats_bucket
     settings.S3_BUCKET = "x"  # too short a name: S3 refuses to create it
 
     with pytest.raises(Exception, match="InvalidBucketName"):
-        services.stats_publish(now=minute)
+        publish.stats_publish(now=minute)
 
-    assert staging.redis_client().get(services.publish_claim_key(minute.replace(second=0))) is None
+    assert redis_client().get(publish.publish_claim_key(minute.replace(second=0))) is None
     assert selectors.stats_published() is None
     settings.S3_BUCKET = stats_bucket
-    assert services.stats_publish(now=minute + timedelta(seconds=5)).published
+    assert publish.stats_publish(now=minute + timedelta(seconds=5)).published
 
 
 def test_a_bucket_wiped_after_the_first_publish_is_created_again(stats_bucket, minute):
-    assert services.stats_publish(now=minute).published
+    assert publish.stats_publish(now=minute).published
     s3_client().delete_object(Bucket=stats_bucket, Key=django_settings.STATS_BLOB_KEY)
     s3_client().delete_bucket(Bucket=stats_bucket)
 
-    assert services.stats_publish(now=minute + timedelta(minutes=1)).published
+    assert publish.stats_publish(now=minute + timedelta(minutes=1)).published
     assert blob_in_s3()[0]["generated_at"] == "2026-11-25T12:35:56.000Z"
 
 
 def _publish_at(start, now):
     """One 'beat' in its own process: wait for the others, then publish."""
     start.wait(10)
-    return services.stats_publish(now=now).published
+    return publish.stats_publish(now=now).published
 
 
 def test_concurrent_publishers_in_separate_processes_publish_once_per_minute(stats_bucket, minute):

@@ -8,15 +8,17 @@ import random
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections
 
 from messages.models import Message
+from messages.services import messages_erase_stored
 from project.storage import s3_client
-from stats import services
 from stats.models import TopUser, Totals, UserCount
-from stats.selectors import rollups_differences, stats_blob_recount
-from stats.services import CREATE_DELETED_TABLE, rollups_subtract_deleted
+from stats.selectors import rollups_differences
+from stats.services.publish import stats_publish
+from stats.services.rollups import top_users_rebuild, top_users_rebuild_if_stale
 from tests.stats.conftest import payload, store
+from tests.stats.recount import stats_blob_recount
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,19 +52,7 @@ def _drain(start, batches) -> int:
 
 def erase(username: str) -> int:
     """What an erasure does: delete a user's messages and subtract them, in one transaction."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(CREATE_DELETED_TABLE)
-        cursor.execute(
-            """
-            WITH gone AS (DELETE FROM message WHERE username = %s RETURNING username, city, state, accepted_at)
-            INSERT INTO messy_deleted SELECT * FROM gone
-            """,
-            [username],
-        )
-        erased = cursor.rowcount
-        if erased:
-            rollups_subtract_deleted(cursor)
-    return erased
+    return messages_erase_stored(username, limit=1_000_000)
 
 
 def _erase_repeatedly(start, usernames) -> int:
@@ -96,10 +86,10 @@ def test_the_published_blob_equals_a_recount_of_the_messages_after_concurrent_dr
     # A leaderboard with as few places as the top list, so concurrent drains admit, update
     # and trim board rows all the time.
     settings.STATS_TOP_USERS_KEPT = settings.STATS_TOP_USERS
-    services.top_users_rebuild()
+    top_users_rebuild()
     run_in_processes([(_drain, (worker,)) for worker in worker_batches(minute)])
 
-    services.stats_publish(now=minute)
+    stats_publish(now=minute)
 
     obj = s3_client().get_object(Bucket=stats_bucket, Key=settings.STATS_BLOB_KEY)
     assert json.loads(obj["Body"].read()) == stats_blob_recount(minute)
@@ -112,7 +102,7 @@ def test_rollups_equal_a_recount_when_an_erasure_runs_during_the_drains(minute):
     run_in_processes([(_drain, (worker,)) for worker in batches] + [(_erase_repeatedly, (["user1", "Zoë"],))])
 
     assert rollups_differences() == []
-    services.top_users_rebuild_if_stale()
+    top_users_rebuild_if_stale()
     top = list(UserCount.objects.order_by("-messages", "username").values_list("username", "messages")[:10])
     assert list(TopUser.objects.order_by("-messages", "username").values_list("username", "messages")[:10]) == top
 

@@ -7,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from stats import selectors
 from stats.models import CityCount, MinuteCount, StateCount, TopUser
 from tests.stats.conftest import payload, store
+from tests.stats.recount import stats_blob_recount
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def test_the_blob_from_rollups_equals_the_blob_recounted_from_the_messages(minut
     settings.STATS_TOP_USERS = 3
     store(known_messages(minute))
 
-    assert selectors.stats_blob_build(minute) == selectors.stats_blob_recount(minute)
+    assert selectors.stats_blob_build(minute) == stats_blob_recount(minute)
 
 
 def test_the_top_lists_have_the_sizes_the_settings_give(minute, settings):

@@ -8,7 +8,7 @@ from django_celery_beat.models import PeriodicTask
 
 from project.storage import s3_client
 from stats import selectors
-from stats.tasks import publish_stats, publish_when_a_worker_starts
+from stats.tasks import publish_when_a_worker_starts, stats_publish
 from tests.conftest import queued_tasks
 from tests.stats.conftest import payload, publish_schedule_migrated, stats_worker_start, store
 
@@ -32,7 +32,7 @@ def test_a_migration_schedules_the_publish_every_minute_on_the_stats_queue():
 
 
 def test_the_publish_task_publishes_and_reports_it(stats_bucket):
-    result = publish_stats.apply(kwargs=json.loads(json.dumps({"force": False})))
+    result = stats_publish.apply(kwargs=json.loads(json.dumps({"force": False})))
 
     assert result.successful()
     published = selectors.stats_published()
@@ -43,7 +43,7 @@ def test_the_publish_task_publishes_and_reports_it(stats_bucket):
 def test_an_upload_that_s3_refuses_is_not_retried(stats_bucket, settings, caplog):
     settings.S3_BUCKET = "x"  # S3 answers 400 InvalidBucketName: retrying cannot help
 
-    result = publish_stats.apply()
+    result = stats_publish.apply()
 
     assert result.failed()
     assert "InvalidBucketName" in str(result.result)
@@ -70,7 +70,7 @@ def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
     worker = stats_worker_start(f"stats-test-{own_s3.port}", env, log_path)
     try:
         own_s3.stop()
-        publish_stats.delay()
+        stats_publish.delay()
         wait_until(lambda: "retry 2 of 7" in log_path.read_text(), 60, "two failed attempts to be logged")
         assert selectors.stats_published() is None
 

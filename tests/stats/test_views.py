@@ -5,8 +5,8 @@ import requests
 from django.conf import settings as django_settings
 from django.test import Client
 
-from messages import staging
-from stats import services
+from project.redis import redis_client_reset
+from stats.services import publish
 from tests.conftest import free_port, queued_tasks
 from tests.stats.conftest import payload, store
 
@@ -45,7 +45,7 @@ def test_it_redirects_to_a_presigned_url_that_expires_without_a_database_query(
     stats_bucket, minute, django_assert_num_queries
 ):
     store([payload("alice", "Austin", "TX", minute)])
-    services.stats_publish(now=minute)
+    publish.stats_publish(now=minute)
 
     with django_assert_num_queries(0):
         response = Client().get("/stat/get/")
@@ -65,7 +65,7 @@ def test_it_redirects_to_a_presigned_url_that_expires_without_a_database_query(
 
 def test_the_presigned_url_expiry_is_a_setting(stats_bucket, minute, settings):
     settings.STATS_URL_EXPIRY_SECONDS = 45
-    services.stats_publish(now=minute)
+    publish.stats_publish(now=minute)
 
     response = Client().get("/stat/get/")
 
@@ -74,11 +74,11 @@ def test_the_presigned_url_expiry_is_a_setting(stats_bucket, minute, settings):
 
 def test_it_answers_503_in_json_when_redis_is_unreachable(settings):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    staging.redis_client_reset()
+    redis_client_reset()
     try:
         response = Client().get("/stat/get/")
     finally:
-        staging.redis_client_reset()
+        redis_client_reset()
 
     assert response.status_code == 503
     assert response.json()["error"] == "stats_unavailable"

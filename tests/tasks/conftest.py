@@ -13,9 +13,10 @@ import pytest
 from django.test import Client
 
 from messages.services import messages_persist
+from messages.staging import StagedPayload
 from project.storage import bucket_ensure
 from stats.selectors import rollups_differences
-from tasks import services
+from tasks import auth
 from tests.conftest import ROOT, free_port
 
 
@@ -27,7 +28,7 @@ def s3(s3_server: str) -> str:
 
 @pytest.fixture
 def token() -> str:
-    _, raw = services.api_token_create(f"test-{uuid.uuid4().hex[:8]}")
+    _, raw = auth.api_token_create(f"test-{uuid.uuid4().hex[:8]}")
     return raw
 
 
@@ -37,7 +38,9 @@ def api(token: str) -> Client:
     return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
-def payload(username: str, city: str = "Paris", state: str = "IDF", accepted_at: int = 1_764_000_000_000) -> dict:
+def payload(
+    username: str, city: str = "Paris", state: str = "IDF", accepted_at: int = 1_764_000_000_000
+) -> StagedPayload:
     return {
         "id": str(uuid.uuid4()),
         "username": username,
@@ -48,7 +51,7 @@ def payload(username: str, city: str = "Paris", state: str = "IDF", accepted_at:
     }
 
 
-def store(rows: list[dict[str, Any]]) -> int:
+def store(rows: list[StagedPayload]) -> int:
     return messages_persist(rows)
 
 

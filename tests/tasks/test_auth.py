@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from tasks import services
-from tasks.auth import page_token
+from tasks.auth import page_token, token_hash
 from tasks.models import ApiToken, Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,7 +63,7 @@ def test_a_revoked_token_is_refused_with_403(api, token):
 
 def test_only_a_digest_of_a_token_is_stored(token):
     stored = ApiToken.objects.get(prefix=token[:10])
-    assert stored.key_hash == services.token_hash(token) and token not in str(stored.__dict__)
+    assert stored.key_hash == token_hash(token) and token not in str(stored.__dict__)
 
 
 def test_the_command_creates_a_working_token_and_lists_it(capsys):

@@ -13,8 +13,10 @@ from django.test import Client
 
 from messages import staging
 from messages.models import Message
-from messages.services import messages_persist, messages_stage, payload_cache_key
+from messages.services import messages_persist, messages_stage
+from messages.staging import copy_key
 from messages.validation import MessageInput
+from project.redis import key
 from stats.models import UserCount
 from tasks import selectors, services
 from tasks.models import Job
@@ -28,7 +30,7 @@ USER = "eve-the-erased"
 
 def stage(username: str, count: int = 1) -> list[str]:
     inputs = [MessageInput(username, "Nice", "PAC", f"staged {i}") for i in range(count)]
-    body = messages_stage(inputs, lambda staged: {"ids": [m.id for m in staged]})
+    body = messages_stage(inputs, lambda staged: {"ids": [payload["id"] for payload in staged]})
     return body["ids"]
 
 
@@ -50,7 +52,7 @@ def test_an_erasure_removes_stored_staged_dead_lettered_and_cached_messages_and_
     dead = json.dumps(payload(USER)).encode()
     staging.redis_client().xadd(staging.dead_letter_key(), {"m": dead, "reason": "test"})
     stored_copy = Message.objects.filter(username=USER).values_list("id", flat=True).first()
-    caches["staged"].set(payload_cache_key(str(stored_copy)), {"username": USER})
+    caches["staged"].set(copy_key(str(stored_copy)), {"username": USER})
 
     job_id = erase(api)
     assert services.job_run(job_id) == "succeeded"
@@ -62,9 +64,9 @@ def test_an_erasure_removes_stored_staged_dead_lettered_and_cached_messages_and_
     assert Message.objects.filter(username="bob").count() == 5
     assert stream_usernames(staging.stream_key()) == ["bob", "bob"]
     assert stream_usernames(staging.dead_letter_key()) == []
-    cached = caches["staged"].get_many([payload_cache_key(i) for i in staged_ids])
-    assert cached.keys() == {payload_cache_key(i) for i in staged_ids[3:]}
-    assert caches["staged"].get(payload_cache_key(str(stored_copy))) is None
+    cached = caches["staged"].get_many([copy_key(i) for i in staged_ids])
+    assert cached.keys() == {copy_key(i) for i in staged_ids[3:]}
+    assert caches["staged"].get(copy_key(str(stored_copy))) is None
     assert not UserCount.objects.filter(username=USER).exists()
     assert_rollups_exact()
     assert selectors.erasure_count() == 1
@@ -142,7 +144,7 @@ def test_erasures_are_rate_limited_by_a_counter_every_worker_shares(api, setting
     assert services.job_run(second) == "deferred"
     job = Job.objects.get(pk=second)
     assert (job.status, job.progress_message) == ("queued", "Waiting for the erasure rate limit.")
-    keys = staging.redis_client().keys(staging.key("jobs", "erase-rate", "*"))
+    keys = staging.redis_client().keys(key("jobs", "erase-rate", "*"))
     assert len(keys) == 1 and int(staging.redis_client().get(keys[0])) == 2
 
 
@@ -161,9 +163,7 @@ def test_an_erasure_needs_a_valid_username(api, body):
 
 
 def test_a_backlog_larger_than_one_scan_page_is_searched_to_its_end(api, monkeypatch):
-    from tasks import erasing
-
-    monkeypatch.setattr(erasing, "SCAN_COUNT", 3)
+    monkeypatch.setattr(staging, "SCAN_COUNT", 3)
     for name in ("bob", USER, "bob", "bob", "cleo", USER, "bob", "dan", USER):
         stage(name)
     job_id = erase(api)

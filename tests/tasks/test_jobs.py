@@ -12,6 +12,7 @@ from messages.models import Message
 from project.storage import s3_client
 from tasks import services
 from tasks.models import Job, RejectedRecord
+from tasks.tasks import job_run
 from tests.tasks.conftest import import_job, ndjson, rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,10 +176,8 @@ def test_pruning_deletes_old_finished_jobs_in_chunks_with_their_reports(s3, sett
 
 
 def test_the_import_task_takes_only_a_json_id(s3):
-    from tasks.tasks import run_job
-
     job = import_job(ndjson(rows(3)))
-    assert run_job.apply(args=json.loads(json.dumps([str(job.pk)]))).get() == "succeeded"
+    assert job_run.apply(args=json.loads(json.dumps([str(job.pk)]))).get() == "succeeded"
     assert RejectedRecord.objects.count() == 0
 
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from stats.selectors import RollupDifference, rollups_differences
-from stats.services import rollups_fix
+from stats.services.reconcile import rollups_fix
 
 # Enough to see what kind of drift it is; the count says how much.
 _SHOWN_PER_TABLE = 20

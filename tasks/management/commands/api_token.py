@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasks import services
+from tasks import auth
 from tasks.models import ApiToken
 
 
@@ -19,10 +19,10 @@ class Command(BaseCommand):
         if action == "create":
             if ApiToken.objects.filter(name=options["name"]).exists():
                 raise CommandError(f"A token named {options['name']!r} exists already.")
-            _, raw = services.api_token_create(options["name"])
+            _, raw = auth.api_token_create(options["name"])
             self.stdout.write(raw)
         elif action == "revoke":
-            if not services.api_token_revoke(options["name"]):
+            if not auth.api_token_revoke(options["name"]):
                 raise CommandError(f"No active token named {options['name']!r}.")
             self.stdout.write(f"Revoked {options['name']}.")
         else:

@@ -1,0 +1,49 @@
+"""The write path's numbers for /metrics, read from Redis (see project.metrics)."""
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from messages import staging
+
+
+class StagingCollector:
+    """Metrics kept in Redis by every web and worker process, on every machine, so one scrape
+    of any web process reports the whole deployment (and the numbers agree across them)."""
+
+    def collect(self) -> Iterator[Any]:
+        counters = staging.metrics_snapshot()
+        yield GaugeMetricFamily(
+            "messy_backlog_messages", "Messages staged and not yet stored.", value=staging.backlog()
+        )
+        yield CounterMetricFamily(
+            "messy_messages_accepted", "Messages accepted (202) by the write endpoints.", value=staging.accepted_total()
+        )
+        for name, help_text in (
+            ("stored", "Messages newly stored in PostgreSQL by drain workers."),
+            ("dead_lettered", "Staged entries parked because they could never be stored."),
+        ):
+            yield CounterMetricFamily(f"messy_messages_{name}", help_text, value=counters.get(name, 0))
+        rejected = CounterMetricFamily(
+            "messy_messages_rejected", "Messages refused by the write endpoints.", labels=["reason"]
+        )
+        rejected.add_metric(["invalid"], counters.get("rejected_invalid", 0))
+        rejected.add_metric(["backpressure"], counters.get("rejected_backpressure", 0))
+        yield rejected
+        buckets = []
+        cumulative = 0
+        for bound in (*staging.DRAIN_BATCH_BUCKETS, "inf"):
+            cumulative += counters.get(f"drain_batch_size_le_{bound}", 0)
+            buckets.append(("+Inf" if bound == "inf" else str(bound), cumulative))
+        yield HistogramMetricFamily(
+            "messy_drain_batch_size",
+            "Entries per drain batch.",
+            buckets=buckets,
+            sum_value=counters.get("drain_entries", 0),
+        )
+        yield GaugeMetricFamily(
+            "messy_drain_lag_seconds",
+            "Accept-to-store delay of the oldest message in the latest drain batch.",
+            value=counters.get("drain_lag_ms", 0) / 1000,
+        )

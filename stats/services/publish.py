@@ -1,0 +1,131 @@
+"""Publishing the stats blob to S3, at most once a minute, and asking for a publish."""
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from botocore.exceptions import ClientError
+from django.conf import settings
+from django.utils import timezone
+
+from project.celery import task_publish
+from project.redis import key, redis_client
+from project.storage import bucket_cors_set, bucket_ensure, s3_client
+from stats.selectors import published_marker_key, stats_blob_build, stats_blob_encode
+from stats.services.rollups import top_users_rebuild_if_stale
+
+logger = logging.getLogger(__name__)
+
+# Every presigned URL is different (it carries its signing time), so a cache keyed on the URL
+# rarely sees it twice; a minute matches how often the blob changes.
+BLOB_CACHE_CONTROL = "private, max-age=60"
+# A minute's claim outlives the minute, so a late duplicate (a second beat, a redelivered
+# task) still finds it.
+_CLAIM_TTL_SECONDS = 120
+
+# Deletes the claim only if it is still ours.
+_CLAIM_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOutcome:
+    published: bool
+    generated_at: str | None = None
+
+
+def publish_claim_key(minute: datetime) -> str:
+    return key("stats", "publish", minute.strftime("%Y%m%dT%H%MZ"))
+
+
+def publish_request_key() -> str:
+    return key("stats", "publish-requested")
+
+
+# Buckets this process has created or checked, with the CORS rules it set on them.
+_buckets_prepared: set[tuple[str | None, str, tuple[str, ...]]] = set()
+
+
+def _bucket_prepare(bucket: str) -> None:
+    bucket_ensure(bucket)
+    bucket_cors_set(settings.STATS_CORS_ALLOWED_ORIGINS, bucket)
+
+
+def _blob_upload(body: bytes) -> None:
+    """One PUT of the whole object: S3 replaces an object atomically, so a reader gets the old
+    blob or the new one, never part of one (a multipart upload would be just as atomic, but
+    the blob is a few kilobytes). The bucket is prepared once per process, and again when the
+    PUT finds it missing (a new S3 endpoint, a wiped local server)."""
+    bucket = settings.S3_BUCKET
+    prepared = (settings.S3_ENDPOINT_URL, bucket, tuple(settings.STATS_CORS_ALLOWED_ORIGINS))
+    if prepared not in _buckets_prepared:
+        _bucket_prepare(bucket)
+        _buckets_prepared.add(prepared)
+    put = {
+        "Bucket": bucket,
+        "Key": settings.STATS_BLOB_KEY,
+        "Body": body,
+        "ContentType": "application/json",
+        "CacheControl": BLOB_CACHE_CONTROL,
+    }
+    try:
+        s3_client().put_object(**put)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+        _bucket_prepare(bucket)
+        s3_client().put_object(**put)
+
+
+def stats_publish(*, force: bool = False, now: datetime | None = None) -> PublishOutcome:
+    """Build the blob from the rollups and upload it to S3, then record in Redis that it is
+    there. Runs at most once per calendar minute across every beat and worker: the minute is
+    claimed with SET NX first, and a second caller in the same minute returns at once with
+    published=False. `force` skips the claim (an operator's republish).
+
+    When building or uploading fails the claim is released, so a retry in the same minute can
+    publish, and the error propagates (botocore, redis or database errors): the task decides
+    what to retry.
+    """
+    now = now or timezone.now()
+    client = redis_client()
+    claim_key = publish_claim_key(now.replace(second=0, microsecond=0))
+    token = uuid.uuid4().hex
+    if not force and not client.set(claim_key, token, nx=True, ex=_CLAIM_TTL_SECONDS):
+        return PublishOutcome(published=False)
+    try:
+        top_users_rebuild_if_stale()
+        blob = stats_blob_build(now)
+        _blob_upload(stats_blob_encode(blob))
+    except BaseException:
+        if not force:
+            client.eval(_CLAIM_RELEASE, 1, claim_key, token)
+        raise
+    marker = {"generated_at": blob["generated_at"], "key": settings.STATS_BLOB_KEY}
+    client.set(published_marker_key(), json.dumps(marker))
+    logger.info("published stats blob generated at %s", blob["generated_at"])
+    return PublishOutcome(published=True, generated_at=blob["generated_at"])
+
+
+def stats_republish() -> bool:
+    """Publish again now, outside the once-a-minute schedule: after an erasure, so the erased
+    user leaves the published top lists without waiting for the next minute. Never raises
+    (the beat publishes within a minute anyway); returns whether a task was sent."""
+    return task_publish("stats.publish", force=True)
+
+
+def stats_publish_request() -> bool:
+    """Ask a worker to publish soon (/stat/get/ before the first publish). At most one request
+    per STATS_RETRY_AFTER_SECONDS, so a crowd of waiting dashboards sends one task, not one
+    each. Never raises: the caller is answering a request. Returns whether a task was sent."""
+    try:
+        if not redis_client().set(publish_request_key(), "1", nx=True, ex=settings.STATS_RETRY_AFTER_SECONDS):
+            return False
+    except Exception:
+        logger.warning("could not request a stats publish; the beat schedule will publish", exc_info=True)
+        return False
+    return task_publish("stats.publish")
