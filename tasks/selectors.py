@@ -1,12 +1,12 @@
 """Functions that read jobs."""
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
 from django.urls import reverse
 
+from project.http import timestamp
 from tasks.models import ErasureTally, Job
 
 
@@ -26,10 +26,6 @@ def jobs_list(kind: str = "", status: str = "", limit: int = 100) -> QuerySet[Jo
 def erasure_count() -> int:
     tally = ErasureTally.objects.filter(pk=1).first()
     return tally.erasures if tally else 0
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
 
 
 def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dict[str, Any]:
@@ -54,9 +50,9 @@ def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dic
         "cancel_requested": job.cancel_requested,
         "error": job.error or None,
         "result": job.result,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": timestamp(job.created_at),
+        "started_at": timestamp(job.started_at),
+        "finished_at": timestamp(job.finished_at),
         "urls": urls,
     }
     if job.kind == Job.Kind.ERASE:

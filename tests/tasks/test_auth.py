@@ -1,5 +1,7 @@
 """Who may create and read jobs: API tokens, staff sessions (with CSRF), signed page links."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -137,7 +139,8 @@ def test_jobs_are_listed_newest_first_and_filtered_by_kind_and_status(api, job):
     assert api.get("/tasks/jobs/", {"status": "nope"}).status_code == 400
     assert api.get("/tasks/jobs/", {"kind": "import"}).json() == {"jobs": []}
     created = listed[0]["created_at"]
-    assert "T" in created and created.endswith("+00:00") and listed[0]["finished_at"] is None
+    # The API's one timestamp format (project.http.timestamp): ISO 8601, UTC, milliseconds, Z.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created) and listed[0]["finished_at"] is None
 
 
 def test_cancelling_a_finished_job_is_a_409(api, job):
