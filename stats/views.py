@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from project.http import ApiError, api_view, methods
 from stats import selectors
+from stats.access import stats_viewer_required
 from stats.services import publish
 
 logger = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 @api_view
 @methods("GET", "HEAD")
+@stats_viewer_required()
 def blob_redirect(request: HttpRequest) -> HttpResponse:
     """302 to a short-lived presigned URL of the latest blob. One Redis read and a local
     signature: no database query, no S3 call."""
@@ -36,6 +38,8 @@ def blob_redirect(request: HttpRequest) -> HttpResponse:
 
 
 @require_safe
+@stats_viewer_required(page=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
     """The dashboard page. Its script fetches the blob through /stat/get/ and draws it."""
-    return render(request, "stats/dashboard.html", {"refresh_seconds": 60})
+    context = {"refresh_seconds": 60, "stale_after_seconds": settings.STATS_STALE_AFTER_SECONDS}
+    return render(request, "stats/dashboard.html", context)
