@@ -15,6 +15,7 @@ endpoints and its page also take the signed link (?t=) returned when the job was
 """
 
 from django.urls import path
+from django.views.generic import TemplateView
 
 from tasks import views
 
@@ -26,4 +27,9 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<uuid:job_id>/report/", views.job_report, name="job-report"),
     path("<uuid:job_id>/", views.job_page, name="job-page"),
+    # The progress page's script and style, as files (no inline code: CSP-ready).
+    path(
+        "job.js", TemplateView.as_view(template_name="tasks/job.js", content_type="text/javascript"), name="job-page-js"
+    ),
+    path("job.css", TemplateView.as_view(template_name="tasks/job.css", content_type="text/css"), name="job-page-css"),
 ]

@@ -166,7 +166,10 @@ def job_report(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @credentials_required(page_link=True)
 def job_page(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _job_or_404(job_id)
-    response = render(request, "tasks/job.html", {"job": job, "link_token": request.GET.get("t", "")})
+    # Cancelling takes what job_cancel takes (a token or a staff session), never the link alone.
+    can_cancel = request.api_token is not None or request.user.is_staff  # type: ignore[attr-defined]
+    context = {"job": job, "link_token": request.GET.get("t", ""), "can_cancel": can_cancel}
+    response = render(request, "tasks/job.html", context)
     # The link's token must not travel on to S3 (the report download) in a Referer header.
     response["Referrer-Policy"] = "no-referrer"
     response["Cache-Control"] = "no-store"
