@@ -6,6 +6,9 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
+
+from project.redis import redis_durability_warn
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
@@ -37,3 +40,9 @@ def task_publish(name: str, *args: Any, countdown: float = 0, **kwargs: Any) -> 
         logger.warning("could not publish task %s; it will be published again later", name, exc_info=True)
         return False
     return True
+
+
+@worker_ready.connect
+def _staging_durability_check(**_: Any) -> None:
+    """Say loudly, once per worker at start, when the staging Redis would lose or evict staged messages."""
+    redis_durability_warn()

@@ -14,24 +14,24 @@ from botocore.exceptions import ClientError
 from django.conf import settings
 
 
-def _config() -> Config:
+def _config(attempts: int = 3) -> Config:
     return Config(
         connect_timeout=settings.S3_TIMEOUT,
         read_timeout=settings.S3_TIMEOUT,
-        retries={"max_attempts": 3, "mode": "standard"},
+        retries={"max_attempts": attempts, "mode": "standard"},
         s3={"addressing_style": "path"},
         signature_version="s3v4",
     )
 
 
-def _client(endpoint_url: str | None) -> Any:
+def _client(endpoint_url: str | None, attempts: int = 3) -> Any:
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url,
         region_name=settings.S3_REGION,
         aws_access_key_id=settings.S3_ACCESS_KEY_ID or None,
         aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY or None,
-        config=_config(),
+        config=_config(attempts),
     )
 
 
@@ -39,6 +39,12 @@ def _client(endpoint_url: str | None) -> Any:
 def s3_client() -> Any:
     """The client the service itself uses (one per process)."""
     return _client(settings.S3_ENDPOINT_URL)
+
+
+@functools.cache
+def s3_probe_client() -> Any:
+    """For health checks (/status): one attempt, so an unreachable S3 costs one S3_TIMEOUT."""
+    return _client(settings.S3_ENDPOINT_URL, attempts=1)
 
 
 @functools.cache

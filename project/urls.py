@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("status", views.status, name="status"),
     path("metrics", views.metrics, name="metrics"),
     path("api/schema/", api_docs.api_schema, name="api-schema"),
     path("api/docs/", api_docs.api_docs, name="api-docs"),

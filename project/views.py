@@ -1,17 +1,12 @@
-"""Operational endpoints: liveness, readiness, Prometheus metrics."""
+"""Operational endpoints: liveness, readiness, status, Prometheus metrics."""
 
-import logging
-
-from django.core.cache import caches
-from django.db import connection
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import generate_latest
 
+from project.health import readiness, status_components
 from project.http import api_view, json_response, methods
 from project.metrics import registry
-from project.redis import redis_client
-
-logger = logging.getLogger(__name__)
 
 
 @api_view
@@ -21,39 +16,26 @@ def healthz(request: HttpRequest) -> HttpResponse:
     return json_response({"status": "ok"})
 
 
-def _check(name: str, probe) -> tuple[str, str]:
-    try:
-        probe()
-        return name, "ok"
-    except Exception as exc:
-        logger.warning("readiness check %s failed: %r", name, exc)
-        return name, f"unavailable: {type(exc).__name__}"
-
-
-def _memcached_probe() -> None:
-    client = caches["default"]._cache  # type: ignore[attr-defined]  # the pymemcache HashClient
-    for server in client.clients.values():
-        server.version()
+@api_view
+@methods("GET", "HEAD")
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Ready to accept writes: the staging Redis answers and takes a write (project.health).
+    Nothing else, so an outage the write path survives never takes the web tier out of rotation."""
+    checks = readiness()
+    if all(value == "ok" for value in checks.values()):
+        return json_response({"status": "ready", "checks": checks})
+    return json_response(
+        {"status": "not_ready", "checks": checks},
+        status=503,
+        headers={"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)},
+    )
 
 
 @api_view
 @methods("GET", "HEAD")
-def readyz(request: HttpRequest) -> HttpResponse:
-    """Ready to take traffic: PostgreSQL, Redis and every memcached server answer."""
-
-    def postgres() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-
-    checks = dict(
-        [
-            _check("postgres", postgres),
-            _check("redis", lambda: redis_client().ping()),
-            _check("memcached", _memcached_probe),
-        ]
-    )
-    ready = all(value == "ok" for value in checks.values())
-    return json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+def status(request: HttpRequest) -> HttpResponse:
+    """Every component for operators and alerts; always 200, "degraded" says whether all is well."""
+    return json_response(status_components.report(), headers={"Cache-Control": "no-store"})
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -4,3 +4,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 application = get_wsgi_application()
+
+# Once per web process, under any WSGI server (gunicorn's workers, the dev server): an ERROR
+# line when the staging Redis would lose or evict accepted messages. Never stops the start.
+from project.redis import redis_durability_warn  # noqa: E402 (needs the settings configured above)
+
+redis_durability_warn()
