@@ -5,6 +5,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.urls import reverse
 
@@ -96,13 +97,25 @@ def import_create(request: HttpRequest) -> HttpResponse:
     return _created(job)
 
 
+def _erase_data(request: HttpRequest) -> dict[str, Any]:
+    """The body of POST /tasks/erase/. A form or multipart body is read through request.POST:
+    a staff session's CSRF check may already have parsed it from the stream, after which the
+    raw body can no longer be read. JSON is read as the write endpoint reads it."""
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            return request.POST.dict()
+        except MultiPartParserError:
+            raise ApiError(400, "malformed_form", "The form data could not be parsed.") from None
+    return write_data(request)
+
+
 @api_view
 @methods("GET", "POST")
 @credentials_required()
 def erase(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return json_response({"erasures_performed": selectors.erasure_count()})
-    data = write_data(request)
+    data = _erase_data(request)
     # The username rules of the write endpoint, with placeholders for the other fields.
     _, errors = message_validate({"city": "-", "state": "-", "message": "-", **data})
     if "username" in errors:

@@ -5,8 +5,10 @@ import json
 import logging
 import threading
 import time
+from urllib.parse import urlencode
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import connection
 from django.test import Client
@@ -177,3 +179,20 @@ def test_a_finished_erasure_asks_for_a_forced_publish_so_the_user_leaves_the_blo
     store([payload(USER) for _ in range(3)])
     assert services.job_run(erase(api)) == "succeeded"
     assert queued_tasks("stats") == [("stats.publish", {"force": True})]
+
+
+@pytest.mark.parametrize("multipart", [True, False], ids=["multipart", "form"])
+def test_a_staff_session_may_ask_for_an_erasure_with_a_form_body(multipart):
+    """Regression (issue 9): the CSRF check reads request.POST first, after which reading the raw
+    body raised RawPostDataException, a 500."""
+    staff = get_user_model().objects.create_user("op", password="pw", is_staff=True)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff)
+    client.get("/admin/")  # sets the CSRF cookie, as the admin pages would
+    form = {"username": USER, "csrfmiddlewaretoken": client.cookies["csrftoken"].value}
+    if multipart:
+        response = client.post("/tasks/erase/", form)  # the test client's default: multipart
+    else:
+        response = client.post("/tasks/erase/", urlencode(form), content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 202, response.content
+    assert Job.objects.get(pk=response.json()["id"]).subject == USER
