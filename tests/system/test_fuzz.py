@@ -1,0 +1,185 @@
+"""The API fuzzed through the front door: Schemathesis generates requests from
+project/openapi.yaml (data that fits the document and data that does not) against live nginx,
+gunicorn and a worker, and every answer must be documented: no 5xx, a documented status,
+content type, headers and body.
+
+One stack for the whole module (starting one per operation would cost more than the fuzzing);
+a summary of what was sent goes to test-artifacts/system/fuzz/summary.json.
+"""
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests import harness
+from tests.system.stack import KEY_PREFIX, Stack
+
+pytestmark = pytest.mark.system
+
+SCHEMA = schemathesis.openapi.from_path(str(harness.ROOT / "project" / "openapi.yaml"))
+# NDJSON bodies are documented as strings (one JSON object a line): sent as they are.
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+# Enough per operation to reach past the happy path (Schemathesis mixes valid and invalid
+# data), few enough that the module stays near a minute on two cores.
+EXAMPLES = int(os.environ.get("MESSY_FUZZ_EXAMPLES", "80"))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
+@dataclass
+class Target:
+    url: str
+    token: str
+    stack: Stack
+    statuses: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    known: Counter[str] = field(default_factory=Counter)
+
+
+# Server faults the fuzzer finds that belong to code this test may not change (issue 9): each
+# is recognised by its answer, counted in the summary and not validated further, so the rest
+# of the operation is still fuzzed. Each has a reproduction below, marked xfail(strict): when
+# it is fixed, that test passes, fails as XPASS, and its entry here goes.
+def known_fault(case: Any, response: Any) -> str | None:
+    if (
+        response.status_code == 400
+        and response.headers.get("content-type", [""])[0].startswith("text/html")  # lowercase names, lists
+        and b"Request Line is too large" in response.content
+    ):
+        return "request_line_too_large"
+    if case.path == "/message/batch/" and response.status_code == 202 and "id" in response.json():
+        return "batch_replays_a_single_write"
+    return None
+
+
+@pytest.fixture(scope="module")
+def fuzz(system_database, s3_server, artifacts_dir) -> Iterator[Target]:
+    """Memcached, web, a worker for every queue (so writes are stored and jobs run) and the
+    front door, on a clean database and Redis; a jobs API token, so the job endpoints are
+    fuzzed past their authentication."""
+    harness.tables_reset(harness.SYSTEM)
+    harness.redis_reset(harness.SYSTEM)
+    logs = artifacts_dir / "system" / "fuzz"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(logs=logs, s3_endpoint=s3_server)
+    try:
+        stack.start_memcached()
+        stack.start_web()
+        stack.worker("worker", role="all", concurrency=1)
+        url = stack.start_front()
+        token = subprocess.run(
+            [str(harness.VENV_BIN / "python"), "manage.py", "api_token", "create", f"fuzz-{time.time_ns()}"],
+            cwd=harness.ROOT,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        target = Target(url=url, token=token, stack=stack)
+        yield target
+        documented = {
+            f"{method.upper()} {path}"
+            for path, item in SCHEMA.raw_schema["paths"].items()
+            for method in item
+            if method in ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+        }
+        summary = {
+            "operations": len(documented),
+            "examples_per_operation": EXAMPLES,
+            "requests": sum(sum(counts.values()) for counts in target.statuses.values()),
+            "requests_to_undocumented_methods": sum(
+                sum(counts.values()) for op, counts in target.statuses.items() if op not in documented
+            ),
+            "server_errors": sum(n for counts in target.statuses.values() for s, n in counts.items() if s >= 500),
+            "known_faults": dict(target.known),
+            "statuses": {op: dict(sorted(counts.items())) for op, counts in sorted(target.statuses.items())},
+        }
+        (logs / "summary.json").write_text(json.dumps(summary, indent=2))
+    finally:
+        stack.stop_all()
+
+
+@SCHEMA.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,  # the same requests every run: a failure here is reproducible
+    database=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+def test_every_fuzzed_request_gets_a_documented_answer_and_never_a_5xx(case, fuzz: Target) -> None:
+    headers = {"Authorization": f"Bearer {fuzz.token}"} if case.path.startswith("/tasks/") else None
+    response = case.call(base_url=fuzz.url, headers=headers, timeout=30, allow_redirects=False)
+    fuzz.statuses[f"{case.method} {case.path}"][response.status_code] += 1
+    fault = known_fault(case, response)
+    if fault:
+        fuzz.known[fault] += 1
+        return
+    case.validate_response(response, checks=CHECKS, headers=headers)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9: a GET /message/write/ whose request line is over 4094 bytes (a documented 4,096-character "
+    "message in the query) gets gunicorn's own text/html 400 through the front door, not a JSON error; "
+    "fix in runserver.sh (--limit-request-line) or deploy/nginx.conf.template (JSON 414), not here",
+)
+def test_an_overlong_query_gets_a_json_error(fuzz: Target) -> None:
+    query = {"username": "ada", "city": "London", "state": "LDN", "message": "m" * 4096}
+    response = requests.get(f"{fuzz.url}/message/write/", params=query, timeout=30)
+    assert response.status_code in (202, 400, 414)
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9: an Idempotency-Key first used on POST /message/write/ and then on POST /message/batch/ "
+    "with the same one message replays the single write's answer ({id, status, replayed}) as the batch's "
+    "202, which is not a batch answer; the key's scope must include the endpoint (messages/, not here)",
+)
+def test_a_batch_never_replays_a_single_writes_answer(fuzz: Target) -> None:
+    message = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
+    key = {"Idempotency-Key": f"fuzz-{time.time_ns()}"}
+    assert requests.post(f"{fuzz.url}/message/write/", json=message, headers=key, timeout=30).status_code == 202
+    response = requests.post(f"{fuzz.url}/message/batch/", json=[message], headers=key, timeout=30)
+    assert response.status_code in (202, 422)
+    if response.status_code == 202:
+        assert "results" in response.json(), response.text
+
+
+def test_the_workers_stored_every_fuzzed_write(fuzz: Target) -> None:
+    """After the fuzzing the staged backlog drains: accepted writes are stored, none is stuck."""
+    accepted = sum(fuzz.statuses[op][202] for op in ("POST /message/write/", "GET /message/write/"))
+    assert accepted > 0, "the fuzzer never got a message accepted"
+    staging = fuzz.stack.staging_redis()
+    deadline = time.monotonic() + 60
+    while staging.xlen(f"{KEY_PREFIX}:stream:messages") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert staging.xlen(f"{KEY_PREFIX}:stream:messages") == 0
+    with fuzz.stack.db() as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM message")
+        (stored,) = cursor.fetchone() or (0,)
+    assert stored > 0
