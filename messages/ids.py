@@ -26,5 +26,10 @@ def message_id_text() -> str:
     return message_id_from(time.time_ns() // 1_000_000, os.urandom(10))
 
 
+def message_id_ms(message_id: uuid.UUID) -> int:
+    """The Unix millisecond a UUIDv7 was minted at."""
+    return message_id.int >> 80
+
+
 def message_id_new() -> uuid.UUID:
     return uuid.UUID(message_id_text())

@@ -7,13 +7,16 @@ invalid bytes and PostgreSQL rejects what cannot be decoded.
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from django.conf import settings
 from django.http import HttpRequest
 
+from messages.validation import MessageInput
 from project.http import ApiError
 
 JSON_TYPES = ("application/json",)
@@ -92,6 +95,10 @@ class BatchItem:
     parse_error: str | None = None
 
 
+def _too_many_items() -> ApiError:
+    return ApiError(413, "too_many_items", f"A batch holds at most {settings.MESSY_BATCH_MAX_ITEMS} messages.")
+
+
 def batch_items(request: HttpRequest) -> list[BatchItem]:
     """Items of a /message/batch/ request: a JSON array, or NDJSON (one object a line).
 
@@ -106,6 +113,9 @@ def batch_items(request: HttpRequest) -> list[BatchItem]:
         data = json_decode(raw)
         if not isinstance(data, list):
             raise ApiError(400, "malformed_json", "The body must be a JSON array of message objects.")
+        # Counted before anything is built per item: a 4 MiB array of {} is a million items.
+        if len(data) > settings.MESSY_BATCH_MAX_ITEMS:
+            raise _too_many_items()
         items = [BatchItem(item) for item in data]
     elif media_type in NDJSON_TYPES:
         items = []
@@ -123,7 +133,7 @@ def batch_items(request: HttpRequest) -> list[BatchItem]:
     else:
         raise ApiError(415, "unsupported_media_type", f"Send {JSON_TYPES[0]} (an array) or {NDJSON_TYPES[0]}.")
     if len(items) > settings.MESSY_BATCH_MAX_ITEMS:
-        raise ApiError(413, "too_many_items", f"A batch holds at most {settings.MESSY_BATCH_MAX_ITEMS} messages.")
+        raise _too_many_items()
     if not items:
         raise ApiError(400, "empty_batch", "The batch holds no messages.")
     return items
@@ -141,8 +151,14 @@ def idempotency_key_from(request: HttpRequest) -> str:
     return value
 
 
-def fingerprint(items: list[Any]) -> str:
-    """A digest of the request's meaning (not its bytes), so a retry that re-encodes the same
-    messages differently still matches its first attempt."""
-    canonical = json.dumps(items, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+def fingerprint(endpoint: str, verdicts: Sequence[MessageInput | None]) -> bytes:
+    """A digest (SHA-256, 32 bytes) of what an Idempotency-Key retry must repeat to count as
+    "the same request": the same endpoint, the same number of items, and the same accepted
+    messages (their four fields as validated, so re-encoding or reordering JSON keys does not
+    matter) in the same places. The content of rejected items and fields other than the four
+    are ignored: nothing of them was staged, and a replay recomputes their verdicts anyway.
+
+    Computed from the validated fields only (flat strings, encoded by orjson in C), never from
+    the raw request, so an extra field nested a thousand levels deep costs nothing here.
+    `verdicts`: one entry per item, its MessageInput or None when it was rejected."""
+    return hashlib.sha256(endpoint.encode() + orjson.dumps(verdicts)).digest()

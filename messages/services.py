@@ -2,10 +2,10 @@
 
 import csv
 import io
-import json
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 
 from messages import staging
-from messages.ids import message_id_text
+from messages.ids import message_id_from
 from messages.staging import StagedPayload
 from messages.validation import MessageInput
 from project.celery import task_publish
@@ -47,50 +47,67 @@ class BacklogFull(Exception):
         self.backlog = backlog
 
 
+class StagingFull(Exception):
+    """The staging Redis is over its maxmemory and refuses writes (the drains still empty it)."""
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different request."""
 
 
+# One mapping per accepted message, in order, each with its "id": the staged payloads when
+# the messages were just staged, {"id": ...} when a retry is answered from an idempotency record.
+Accepted = Sequence[Mapping[str, Any]]
+
+
 def messages_stage(
     inputs: Sequence[MessageInput],
-    answer: Callable[[list[StagedPayload]], dict[str, Any]],
+    answer: Callable[[Accepted], dict[str, Any]],
     *,
     idempotency_key: str = "",
     api_key: str = "",
-    fingerprint: str = "",
+    fingerprint: bytes = b"",
 ) -> dict[str, Any]:
     """Accept validated messages and return the client's answer, built by `answer`.
 
     The messages become durable entries of the Redis stream, with a copy in memcached. With an
-    Idempotency-Key (scoped to the client's API key), the answer is stored in the same atomic
-    Redis step as the messages, so a key never exists without its messages or the other way
-    round, and a retry gets the first answer back (marked "replayed") with nothing staged again.
+    Idempotency-Key (scoped to the client's API key), a record of the request (its fingerprint,
+    from payloads.fingerprint, and the accepted ids) is stored in the same atomic Redis step as
+    the messages, so a key never exists without its messages or the other way round; a retry
+    with the same fingerprint gets the answer rebuilt from those ids (marked "replayed"), with
+    nothing staged again.
 
-    Raises BacklogFull past the backlog bound, IdempotencyConflict when the key was used for
-    a different request, and redis.RedisError when Redis is unreachable.
+    Raises BacklogFull past the backlog bound, StagingFull when Redis is over its maxmemory,
+    IdempotencyConflict when the key was used for a different request, and redis.RedisError
+    when Redis is unreachable.
     """
-    accepted_at = int(time.time() * 1000)
-    staged = [staged_payload(message_id_text(), item, accepted_at) for item in inputs]
-    body = answer(staged)
-    record = json.dumps({"fingerprint": fingerprint, "answer": body}) if idempotency_key else ""
+    # One millisecond for the whole request: the ids' time, the stream entries' (see
+    # staging.entry_find) and the accepted time.
+    accepted_at = time.time_ns() // 1_000_000
+    staged = [staged_payload(message_id_from(accepted_at, os.urandom(10)), item, accepted_at) for item in inputs]
     encoded = [orjson.dumps(payload) for payload in staged]
     outcome = staging.stage(
         encoded,
+        accepted_at,
         idempotency_key=staging.idempotency_key(api_key or "anon", idempotency_key) if idempotency_key else "",
-        idempotency_record=record,
+        idempotency_record=(
+            staging.idempotency_record_encode(fingerprint, (p["id"] for p in staged)) if idempotency_key else b""
+        ),
     )
     if outcome.result == "replay":
         assert outcome.replay_record is not None
-        first = json.loads(outcome.replay_record)
-        if first["fingerprint"] != fingerprint:
+        record = staging.idempotency_record_decode(outcome.replay_record)
+        if record.fingerprint != fingerprint or len(record.ids) != len(inputs):
             raise IdempotencyConflict()
-        return {**first["answer"], "replayed": True}
+        return {**answer([{"id": message_id} for message_id in record.ids]), "replayed": True}
     if outcome.result == "full":
         raise BacklogFull(outcome.backlog)
+    if outcome.result == "oom":
+        raise StagingFull()
     staging.copies_store(staged, encoded)
     if outcome.drain_needed:
         drain_schedule(slot=0)
-    return body
+    return answer(staged)
 
 
 def messages_rejected_count(count: int) -> None:
@@ -195,6 +212,7 @@ def _persist_isolating_bad_rows(
             stored += messages_persist([payload])
             handled.append(entry)
         except (DataError, IntegrityError) as exc:
+            # Left pending if Redis is too full to take the dead letter: retried next run.
             staging.dead_letter(entry, f"database refused the row: {exc}")
     return stored, handled
 
@@ -218,17 +236,19 @@ def messages_drain(slot: int) -> DrainReport:
     """
     staging.group_ensure()
     consumer = staging.consumer_name()
+    reader = staging.BatchReader(consumer)
     report = DrainReport()
     deadline = time.monotonic() + settings.MESSY_DRAIN_RUN_SECONDS
     while time.monotonic() < deadline:
-        entries = staging.batch_claim(consumer, settings.MESSY_DRAIN_BATCH_SIZE)
+        entries = reader.claim(settings.MESSY_DRAIN_BATCH_SIZE)
         if not entries:
             staging.slot_release(slot)
             # A write may have staged a message after our last read but before the release
             # and seen the slot taken; look once more so it is not left for the sweep.
             # (Entries pending in other consumers are not ours to wait for: they are
-            # reclaimed once idle, by a drain the sweep starts.)
-            if not staging.undelivered_exists() or not staging.slot_acquire(slot, consumer):
+            # reclaimed once idle, by a drain the sweep starts.) A full Redis refuses the
+            # slot's SET: this drain then goes on, as the only one that can empty it.
+            if not staging.undelivered_exists() or not staging.slot_acquire(slot, consumer, if_full=True):
                 return report
             continue
         staging.slot_refresh(slot)
@@ -265,7 +285,7 @@ def messages_sweep() -> bool:
     task, a dead worker, or a broker outage). Returns whether it scheduled one."""
     staging.group_ensure()
     staging.consumers_prune()
-    if staging.backlog() and staging.slot_acquire(0, "sweep"):
+    if staging.backlog() and staging.slot_acquire(0, "sweep", if_full=True):
         drain_schedule(0)
         return True
     return False
@@ -340,3 +360,57 @@ def messages_erase_stored(username: str, limit: int) -> int:
             # Before commit: if the transaction then fails, a missing cache copy costs nothing.
             staging.copies_delete(message_ids)
     return len(message_ids)
+
+
+# --- dead letters --------------------------------------------------------------------------------
+# Entries no drain could store (malformed, or refused by PostgreSQL) wait in the dead-letter
+# stream, untrimmed, until an operator replays or purges them (manage.py deadletters).
+
+
+def _copies_of(letters: Sequence[staging.DeadLetter]) -> tuple[list[StagedPayload], list[bytes]]:
+    payloads, documents = [], []
+    for letter in letters:
+        try:
+            payloads.append(staging.payload_decode(letter.payload))
+        except (ValueError, KeyError, TypeError):
+            continue  # malformed: it has no status to show
+        documents.append(letter.payload)
+    return payloads, documents
+
+
+def _dead_letters_each(entry_ids: Sequence[str] | None) -> Iterable[list[staging.DeadLetter]]:
+    if entry_ids is not None:
+        yield staging.dead_letters_get(entry_ids)
+        return
+    after = "-"
+    while page := staging.dead_letters_page(after):
+        yield page
+        after = page[-1].entry_id
+
+
+def dead_letters_replay(entry_ids: Sequence[str] | None = None) -> int:
+    """Put dead letters (all, or those of these entry ids) back on the staging stream once
+    their cause is fixed, and schedule a drain; return how many. Their memcached copies are
+    written again, so their status reads pending until stored. Safe to repeat: the insert is
+    idempotent on the message id. One that still cannot be stored is dead-lettered again."""
+    moved = 0
+    for page in _dead_letters_each(entry_ids):
+        for letter in page:
+            staging.dead_letter_restage(letter)
+        payloads, documents = _copies_of(page)
+        if payloads:
+            staging.copies_store(payloads, documents)
+        moved += len(page)
+    if moved and staging.slot_acquire(0, "replay", if_full=True):
+        drain_schedule(0)
+    return moved
+
+
+def dead_letters_purge(entry_ids: Sequence[str] | None = None) -> int:
+    """Delete dead letters (all, or those of these entry ids) and their memcached copies;
+    return how many. Their messages are then lost: an operator's decision."""
+    purged = 0
+    for page in _dead_letters_each(entry_ids):
+        purged += staging.dead_letters_delete([letter.entry_id for letter in page])
+        staging.copies_delete(payload["id"] for payload in _copies_of(page)[0])
+    return purged

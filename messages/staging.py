@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import socket
+import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -56,26 +58,50 @@ def payload_decode(raw: bytes) -> StagedPayload:
 
 CONSUMER_GROUP = "persisters"
 
-# One round trip per write request: idempotent replay, backpressure, the append itself and
-# "is a drain already scheduled?" happen atomically. (The accepted count needs no counter of
-# its own: it is the stream's entries-added.)
+# One round trip per write request: idempotent replay, backpressure (entries and bytes), the
+# append itself and "is a drain already scheduled?" happen atomically. (The accepted count needs
+# no counter of its own: it is the stream's entries-added.)
+#
+# Entries are added at the millisecond of their message ids (`<ms>-*`; a request's ids share
+# one millisecond), so a status read finds a staged message from its id alone (entry_find). If
+# the stream already holds a newer entry (another web host's clock is ahead), Redis refuses
+# that id and the entries take `*`, which is still later than the ids' time.
+#
+# When Redis is over maxmemory it refuses the script's first write (and only the first: a
+# script that has written may go on), so nothing is half-staged; that is answered "oom".
+# The backpressure counter is best-effort (pcall) for the same reason. The consumer group is
+# made here (when the stream was empty; "BUSYGROUP" otherwise), after the first write, where
+# Redis cannot refuse it: a full Redis refuses XGROUP CREATE from a drain, which without the
+# group could never read the stream that filled it.
 _STAGE_SCRIPT = """
 local stream, slot, idem_key, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local backlog_max, slot_ttl, idem_ttl, idem_record = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local first_payload = 5
+local backlog_max, backlog_max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+local slot_ttl, idem_ttl, idem_record, entry_ms, group = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local first_payload = 8
 if idem_key ~= "" then
   local existing = redis.call("GET", idem_key)
   if existing then return {"replay", existing} end
 end
 local count = #ARGV - first_payload + 1
 local backlog = redis.call("XLEN", stream)
-if backlog + count > backlog_max then
-  redis.call("HINCRBY", metrics, "rejected_backpressure", count)
+local bytes = 0
+if backlog > 0 then bytes = redis.call("MEMORY", "USAGE", stream) or 0 end
+for i = first_payload, #ARGV do bytes = bytes + #ARGV[i] end
+if backlog + count > backlog_max or bytes > backlog_max_bytes then
+  redis.pcall("HINCRBY", metrics, "rejected_backpressure", count)
   return {"full", tostring(backlog)}
 end
-for i = first_payload, #ARGV do
-  redis.call("XADD", stream, "*", "m", ARGV[i])
+local id_spec = entry_ms .. "-*"
+local added = redis.pcall("XADD", stream, id_spec, "m", ARGV[first_payload])
+if type(added) == "table" and added.err then
+  if string.sub(added.err, 1, 3) == "OOM" then return {"oom", "0"} end
+  id_spec = "*"
+  redis.call("XADD", stream, id_spec, "m", ARGV[first_payload])
 end
+for i = first_payload + 1, #ARGV do
+  redis.call("XADD", stream, id_spec, "m", ARGV[i])
+end
+if backlog == 0 then redis.pcall("XGROUP", "CREATE", stream, group, "0") end
 if idem_key ~= "" then redis.call("SET", idem_key, idem_record, "EX", idem_ttl) end
 if redis.call("SET", slot, "web", "NX", "EX", slot_ttl) then return {"staged", "1"} end
 return {"staged", "0"}
@@ -103,7 +129,8 @@ _STAGE = redis_script(_STAGE_SCRIPT)
 
 @dataclass(frozen=True, slots=True)
 class StageOutcome:
-    """What the stage script did: "staged", "replay" (idempotency hit) or "full"."""
+    """What the stage script did: "staged", "replay" (idempotency hit), "full" (past the
+    backlog bound) or "oom" (Redis is over its maxmemory and refuses writes)."""
 
     result: str
     drain_needed: bool = False
@@ -111,26 +138,65 @@ class StageOutcome:
     backlog: int = 0
 
 
-def stage(payloads: Sequence[bytes | str], idempotency_key: str = "", idempotency_record: str = "") -> StageOutcome:
-    """Append payloads (JSON documents) to the stream in one atomic step."""
+def stage(
+    payloads: Sequence[bytes | str],
+    entry_ms: int,
+    idempotency_key: str = "",
+    idempotency_record: bytes = b"",
+) -> StageOutcome:
+    """Append payloads (JSON documents of messages whose ids carry the millisecond entry_ms)
+    to the stream in one atomic step."""
     keys = [stream_key(), slot_key(0), idempotency_key, metrics_key()]
     args = [
         settings.MESSY_BACKLOG_MAX,
+        settings.MESSY_BACKLOG_MAX_BYTES,
         settings.MESSY_DRAIN_SLOT_TTL,
         settings.MESSY_IDEMPOTENCY_TTL,
         idempotency_record,
+        entry_ms,
+        CONSUMER_GROUP,
         *payloads,
     ]
-    result, detail = _STAGE(keys=keys, args=args, client=redis_client())
+    try:
+        result, detail = _STAGE(keys=keys, args=args, client=redis_client())
+    except redis.exceptions.OutOfMemoryError:  # refused before the script ran (EVALSHA's load)
+        return StageOutcome("oom")
     if result == b"replay":
         return StageOutcome("replay", replay_record=detail)
     if result == b"full":
         return StageOutcome("full", backlog=int(detail))
+    if result == b"oom":
+        return StageOutcome("oom")
     return StageOutcome("staged", drain_needed=detail == b"1")
 
 
 def idempotency_key(api_key: str, client_key: str) -> str:
     return key("idem", api_key, client_key)
+
+
+# An idempotency record holds only what a replay needs: a format byte, the request's
+# fingerprint (a SHA-256 digest) and the 16 bytes of each accepted id, in order; the answer
+# itself is rebuilt from them. So a record is at most 33 + 16 bytes per accepted message,
+# however large the request or its answer was.
+_RECORD_ACCEPTED = b"A"
+_DIGEST_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    fingerprint: bytes  # payloads.fingerprint(): what "the same request" means
+    ids: list[str]  # the accepted message ids, in the request's order
+
+
+def idempotency_record_encode(fingerprint: bytes, message_ids: Iterable[str]) -> bytes:
+    assert len(fingerprint) == _DIGEST_BYTES
+    return b"".join((_RECORD_ACCEPTED, fingerprint, *(bytes.fromhex(i.replace("-", "")) for i in message_ids)))
+
+
+def idempotency_record_decode(raw: bytes) -> IdempotencyRecord:
+    body = raw[1 + _DIGEST_BYTES :]
+    ids = [str(uuid.UUID(bytes=body[i : i + 16])) for i in range(0, len(body), 16)]
+    return IdempotencyRecord(raw[1 : 1 + _DIGEST_BYTES], ids)
 
 
 def consumer_name() -> str:
@@ -139,9 +205,26 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+_BEST_EFFORT_LOG_SECONDS = 60.0
+_best_effort_logged: dict[str, float] = {}
+
+
+def _best_effort_failed(what: str) -> None:
+    """Note a best-effort write Redis refused (over maxmemory): a warning at most once a minute
+    per kind, since a full Redis refuses it on every batch until the drains empty it."""
+    now = time.monotonic()
+    if now - _best_effort_logged.get(what, -_BEST_EFFORT_LOG_SECONDS) >= _BEST_EFFORT_LOG_SECONDS:
+        _best_effort_logged[what] = now
+        logger.warning("Redis is over maxmemory and refused %s; carrying on without it", what)
+
+
 def group_ensure() -> None:
     try:
         redis_client().xgroup_create(stream_key(), CONSUMER_GROUP, id="0", mkstream=True)
+    except redis.exceptions.OutOfMemoryError:
+        # Refused before Redis even looks: the group almost surely exists (the first sweep or
+        # drain made it). If it does not, the read fails with NOGROUP and a later run retries.
+        _best_effort_failed("creating the consumer group")
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -154,47 +237,104 @@ class StagedEntry:
 
 
 def _entries(raw: Sequence[Any]) -> list[StagedEntry]:
-    # Entries deleted while pending come back as (id, None); they have nothing left to store.
-    return [StagedEntry(entry_id, fields[b"m"]) for entry_id, fields in raw if fields and b"m" in fields]
+    """The readable entries of a read. Entries deleted while pending (an erasure's XDEL) come
+    back empty: they have nothing left to store, so they are acknowledged here, or they would
+    come back on every read of this consumer's pending entries."""
+    entries = []
+    emptied = []
+    for entry_id, fields in raw:
+        if fields and b"m" in fields:
+            entries.append(StagedEntry(entry_id, fields[b"m"]))
+        else:
+            emptied.append(entry_id)
+    if emptied:
+        redis_client().xack(stream_key(), CONSUMER_GROUP, *emptied)
+    return entries
+
+
+class BatchReader:
+    """One drain run's reads: first this consumer's own pending entries (left by a crash or a
+    database error, or parked when their dead-lettering was refused), then entries abandoned
+    by dead consumers, then new ones.
+
+    The own pending entries are read once per run, walking forward from the last one read,
+    not from the start each time: an entry that stays pending (its dead letter refused by a
+    full Redis) is then retried by the next run instead of being read again and again ahead
+    of everything behind it."""
+
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+        self._history: bytes | None = b"0"  # None once the own pending entries are read
+
+    def claim(self, count: int) -> list[StagedEntry]:
+        """The next batch, waiting up to MESSY_DRAIN_IDLE_WAIT_MS for new entries. (Under
+        steady traffic the drain that is already running picks the next messages up, instead
+        of exiting and making the next write publish a new task.)"""
+        client = redis_client()
+        stream = stream_key()
+        while self._history is not None:
+            response = client.xreadgroup(CONSUMER_GROUP, self.consumer, {stream: self._history}, count=count)
+            raw = response[0][1] if response else []
+            if not raw:
+                self._history = None
+                break
+            self._history = raw[-1][0]
+            entries = _entries(raw)
+            if entries:
+                return entries
+        # XAUTOCLAIM drops entries deleted while pending by itself (its third answer).
+        _, claimed, *_ = client.xautoclaim(
+            stream, CONSUMER_GROUP, self.consumer, settings.MESSY_DRAIN_RECLAIM_IDLE_MS, "0-0", count=count
+        )
+        if claimed:
+            logger.info("reclaimed %d staged entries from idle consumers", len(claimed))
+            entries = _entries(claimed)
+            if entries:
+                return entries
+        # block=0 would wait forever: no wait is None.
+        wait_ms = settings.MESSY_DRAIN_IDLE_WAIT_MS or None
+        response = client.xreadgroup(CONSUMER_GROUP, self.consumer, {stream: ">"}, count=count, block=wait_ms)
+        return _entries(response[0][1]) if response else []
 
 
 def batch_claim(consumer: str, count: int) -> list[StagedEntry]:
-    """Next batch for this consumer: its own unacknowledged entries first (a retry after a
-    database error), then entries abandoned by dead consumers, then new ones, waiting up to
-    MESSY_DRAIN_IDLE_WAIT_MS for some to arrive. (Under steady traffic the drain that is
-    already running picks the next messages up, instead of exiting and making the next write
-    publish a new task.)"""
-    client = redis_client()
-    stream = stream_key()
-    for start in ("0", ">"):
-        if start == ">":
-            _, claimed, *_ = client.xautoclaim(
-                stream, CONSUMER_GROUP, consumer, settings.MESSY_DRAIN_RECLAIM_IDLE_MS, "0-0", count=count
-            )
-            if claimed:
-                logger.info("reclaimed %d staged entries from idle consumers", len(claimed))
-                return _entries(claimed)
-        # block=0 would wait forever: no wait is None.
-        wait_ms = settings.MESSY_DRAIN_IDLE_WAIT_MS if start == ">" else 0
-        response = client.xreadgroup(CONSUMER_GROUP, consumer, {stream: start}, count=count, block=wait_ms or None)
-        if response and response[0][1]:
-            return _entries(response[0][1])
-    return []
+    """One batch for `consumer`, as the first read of a drain run (BatchReader)."""
+    return BatchReader(consumer).claim(count)
 
 
 def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int) -> None:
-    """Acknowledge and delete stored entries, and count the batch, in one transaction."""
+    """Delete and acknowledge stored entries, then count the batch; one round trip.
+
+    Not a MULTI transaction: Redis over maxmemory refuses every MULTI, but still allows XDEL
+    and XACK, and the drains must go on emptying a full stream. Both are idempotent. XDEL goes
+    first: if the connection or Redis dies between the two, the entry is gone but still
+    pending, and the next read of the pending entries returns it empty and acknowledges it
+    (XAUTOCLAIM drops it by itself). The other order would leave a stored entry in the stream,
+    acknowledged, never delivered again, counted in the backlog for ever.
+    The counters are best-effort (refused while Redis is full)."""
     if not entry_ids:
         return
-    pipe = redis_client().pipeline(transaction=True)
-    pipe.xack(stream_key(), CONSUMER_GROUP, *entry_ids)
+    pipe = redis_client().pipeline(transaction=False)
     pipe.xdel(stream_key(), *entry_ids)
+    pipe.xack(stream_key(), CONSUMER_GROUP, *entry_ids)
     pipe.hincrby(metrics_key(), "drain_batches", 1)
     pipe.hincrby(metrics_key(), "drain_entries", len(entry_ids))
     pipe.hincrby(metrics_key(), "stored", stored)
     pipe.hincrby(metrics_key(), f"drain_batch_size_le_{batch_size_bucket(len(entry_ids))}", 1)
     pipe.hset(metrics_key(), "drain_lag_ms", batch_lag_ms)
-    pipe.execute()
+    results = pipe.execute(raise_on_error=False)
+    for result in results[:2]:
+        if isinstance(result, Exception):
+            raise result
+    _metrics_results_check(results[2:])
+
+
+def _metrics_results_check(results: Iterable[Any]) -> None:
+    for result in results:
+        if isinstance(result, redis.exceptions.OutOfMemoryError):
+            _best_effort_failed("a metrics update")
+        elif isinstance(result, Exception):
+            raise result
 
 
 DRAIN_BATCH_BUCKETS = (1, 10, 100, 1000, 5000, 10000)
@@ -207,14 +347,33 @@ def batch_size_bucket(size: int) -> str:
     return "inf"
 
 
-def dead_letter(entry: StagedEntry, reason: str) -> None:
-    """Park an entry that can never be stored, so it does not block the ones behind it."""
-    pipe = redis_client().pipeline(transaction=True)
-    pipe.xadd(dead_letter_key(), {"m": entry.payload, "reason": reason[:500]}, maxlen=100_000, approximate=True)
-    pipe.xack(stream_key(), CONSUMER_GROUP, entry.entry_id)
+def dead_letter(entry: StagedEntry, reason: str) -> bool:
+    """Park an entry that can never be stored, so it does not block the ones behind it;
+    return whether it was parked.
+
+    When Redis is full it refuses the XADD to the dead-letter stream: the entry then stays
+    pending (False), and the next drain run or a reclaim tries it again. Otherwise it is
+    added to the dead letters, then deleted and acknowledged (as in batch_ack). Not a
+    transaction, for the same reason: if the process dies between the two steps, the entry
+    is in both streams and is dead-lettered a second time later; a replay of both stores it
+    once (the insert is idempotent on the message id)."""
+    client = redis_client()
+    try:
+        # No MAXLEN: an accepted message is never dropped silently (manage.py deadletters).
+        client.xadd(dead_letter_key(), {"m": entry.payload, "reason": reason[:500]})
+    except redis.exceptions.OutOfMemoryError:
+        _best_effort_failed("a dead letter (the entry stays pending)")
+        return False
+    pipe = client.pipeline(transaction=False)
     pipe.xdel(stream_key(), entry.entry_id)
+    pipe.xack(stream_key(), CONSUMER_GROUP, entry.entry_id)
     pipe.hincrby(metrics_key(), "dead_lettered", 1)
-    pipe.execute()
+    results = pipe.execute(raise_on_error=False)
+    for result in results[:2]:
+        if isinstance(result, Exception):
+            raise result
+    _metrics_results_check(results[2:])
+    return True
 
 
 def backlog() -> int:
@@ -250,12 +409,23 @@ def accepted_total() -> int:
         return 0
 
 
-def slot_acquire(slot: int, holder: str) -> bool:
-    return bool(redis_client().set(slot_key(slot), holder, nx=True, ex=settings.MESSY_DRAIN_SLOT_TTL))
+def slot_acquire(slot: int, holder: str, *, if_full: bool = False) -> bool:
+    """Take a drain slot; when Redis is over maxmemory (it refuses SET) answer `if_full`:
+    True where a drain must still run (the sweep, a drain going on), False where it is only an
+    extra helper (fan-out), so a full Redis cannot multiply drains without bound."""
+    try:
+        return bool(redis_client().set(slot_key(slot), holder, nx=True, ex=settings.MESSY_DRAIN_SLOT_TTL))
+    except redis.exceptions.OutOfMemoryError:
+        _best_effort_failed("taking a drain slot")
+        return if_full
 
 
 def slot_refresh(slot: int) -> None:
-    redis_client().set(slot_key(slot), consumer_name(), ex=settings.MESSY_DRAIN_SLOT_TTL)
+    """Best-effort: slots only limit how many drains run, and a full Redis refuses SET."""
+    try:
+        redis_client().set(slot_key(slot), consumer_name(), ex=settings.MESSY_DRAIN_SLOT_TTL)
+    except redis.exceptions.OutOfMemoryError:
+        _best_effort_failed("refreshing a drain slot")
 
 
 def slot_release(slot: int) -> None:
@@ -281,9 +451,93 @@ def consumers_prune(idle_ms: int = 3_600_000) -> int:
         return 0
     for consumer in consumers:
         if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
-            client.xgroup_delconsumer(stream_key(), CONSUMER_GROUP, consumer["name"])
+            try:
+                client.xgroup_delconsumer(stream_key(), CONSUMER_GROUP, consumer["name"])
+            except redis.exceptions.OutOfMemoryError:
+                _best_effort_failed("pruning idle consumers")
+                return removed
             removed += 1
     return removed
+
+
+# --- finding a staged message by its id ------------------------------------------------------
+
+FIND_PAGE = 500
+
+
+def entry_find(message_id: str, id_ms: int) -> bool:
+    """Whether the stream holds the message `message_id`, minted at Unix millisecond id_ms.
+
+    Its entry was added at id_ms, or later when another host's clock was ahead (see the stage
+    script), so the search walks forward from id_ms to id_ms + MESSY_CLOCK_SKEW_MS, a page at a
+    time: usually one round trip, at worst the entries of that window."""
+    client = redis_client()
+    needle = message_id.encode()
+    start, end = f"{id_ms}-0", f"{id_ms + settings.MESSY_CLOCK_SKEW_MS}-18446744073709551615"
+    while True:
+        entries: list[Any] = client.xrange(stream_key(), min=start, max=end, count=FIND_PAGE)
+        for _, fields in entries:
+            document = fields.get(b"m") or b""
+            # The id's text may also appear inside another message's text: parse to be sure.
+            if needle in document and _username_and_id(document)[1] == message_id:
+                return True
+        if len(entries) < FIND_PAGE:
+            return False
+        start = "(" + entries[-1][0].decode()
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry_id: str
+    payload: bytes
+    reason: str
+
+    @property
+    def dead_lettered_ms(self) -> int:
+        return _stream_id(self.entry_id)[0]
+
+
+def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+    return DeadLetter(entry_id.decode(), fields.get(b"m", b""), fields.get(b"reason", b"").decode("utf-8", "replace"))
+
+
+def dead_letters_page(after: str = "-", count: int = 1000) -> list[DeadLetter]:
+    """Dead letters, oldest first, from after the entry id `after` ("-": from the start)."""
+    start = after if after == "-" else "(" + after
+    return [_dead_letter(i, f) for i, f in redis_client().xrange(dead_letter_key(), min=start, max="+", count=count)]
+
+
+def dead_letters_get(entry_ids: Sequence[str]) -> list[DeadLetter]:
+    client = redis_client()
+    found: list[DeadLetter] = []
+    for entry_id in entry_ids:
+        found.extend(_dead_letter(i, f) for i, f in client.xrange(dead_letter_key(), min=entry_id, max=entry_id))
+    return found
+
+
+def dead_letters_summary() -> tuple[int, int | None]:
+    """(how many dead letters, Unix ms of the oldest or None), in one round trip."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.xlen(dead_letter_key())
+    pipe.xrange(dead_letter_key(), min="-", max="+", count=1)
+    count, oldest = pipe.execute()
+    return int(count), (_stream_id(oldest[0][0])[0] if oldest else None)
+
+
+def dead_letter_restage(letter: DeadLetter) -> None:
+    """Put a dead letter back on the staging stream, then delete it from the dead letters.
+    If the process dies in between it is in both; replaying it again stores it once (the
+    insert is idempotent on the message id)."""
+    client = redis_client()
+    client.xadd(stream_key(), {"m": letter.payload})
+    client.xdel(dead_letter_key(), letter.entry_id)
+
+
+def dead_letters_delete(entry_ids: Sequence[str]) -> int:
+    return int(redis_client().xdel(dead_letter_key(), *entry_ids)) if entry_ids else 0
 
 
 # --- memcached copies -------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
 from messages import payloads, selectors, services
-from messages.staging import StagedPayload
-from messages.validation import message_validate
+from messages.validation import MessageInput, message_validate
 from project.http import ApiError, api_view, bearer_token, json_response, methods
 
 ACCEPTED = 202
@@ -39,8 +38,15 @@ def write_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
     return wrapper
 
 
-def _stage(request: HttpRequest, inputs: list, answer: Callable, meaning: list) -> HttpResponse:
-    """Stage validated inputs and turn each failure into its documented answer."""
+def _stage(
+    request: HttpRequest,
+    inputs: list[MessageInput],
+    answer: Callable[[services.Accepted], dict[str, Any]],
+    endpoint: str,
+    verdicts: list[MessageInput | None],
+) -> HttpResponse:
+    """Stage validated inputs and turn each failure into its documented answer: the write path
+    answers 202, 4xx, or 503 with Retry-After, never 500."""
     client_key = payloads.idempotency_key_from(request)
     retry_after = {"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)}
     try:
@@ -49,7 +55,7 @@ def _stage(request: HttpRequest, inputs: list, answer: Callable, meaning: list) 
             answer,
             idempotency_key=client_key,
             api_key=_api_key(request) if client_key else "",
-            fingerprint=payloads.fingerprint(meaning) if client_key else "",
+            fingerprint=payloads.fingerprint(endpoint, verdicts) if client_key else b"",
         )
     except services.IdempotencyConflict:
         raise ApiError(
@@ -59,11 +65,17 @@ def _stage(request: HttpRequest, inputs: list, answer: Callable, meaning: list) 
         raise ApiError(
             503, "backlog_full", "Too many messages are waiting; retry later.", headers=retry_after
         ) from None
+    except (services.StagingFull, redis.exceptions.OutOfMemoryError):
+        raise ApiError(503, "staging_full", "The staging store is full; retry later.", headers=retry_after) from None
     except redis.RedisError:
         raise ApiError(
             503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=retry_after
         ) from None
     return json_response(body, status=ACCEPTED)
+
+
+def _single_answer(accepted: services.Accepted) -> dict[str, Any]:
+    return {"id": accepted[0]["id"], "status": "accepted"}
 
 
 @api_view
@@ -75,7 +87,7 @@ def message_write(request: HttpRequest) -> HttpResponse:
     if clean is None:
         services.messages_rejected_count(1)
         raise ApiError(400, "invalid_message", "Some fields are not valid.", fields=errors)
-    return _stage(request, [clean], lambda staged: {"id": staged[0]["id"], "status": "accepted"}, [data])
+    return _stage(request, [clean], _single_answer, "write", [clean])
 
 
 @api_view
@@ -86,11 +98,12 @@ def message_batch(request: HttpRequest) -> HttpResponse:
     checked = [
         (None, {"__all__": [item.parse_error]}) if item.parse_error else message_validate(item.data) for item in items
     ]
-    accepted = [clean for clean, _ in checked if clean is not None]
+    verdicts = [clean for clean, _ in checked]
+    accepted = [clean for clean in verdicts if clean is not None]
     if len(accepted) < len(checked):
         services.messages_rejected_count(len(checked) - len(accepted))
 
-    def answer(staged: list[StagedPayload]) -> dict[str, Any]:
+    def answer(staged: services.Accepted) -> dict[str, Any]:
         ids = iter(staged)
         results = [
             {"index": i, "status": "accepted", "id": next(ids)["id"]}
@@ -102,7 +115,7 @@ def message_batch(request: HttpRequest) -> HttpResponse:
 
     if not accepted:
         return json_response({"error": "no_valid_messages", **answer([])}, status=400)
-    return _stage(request, accepted, answer, [item.data for item in items])
+    return _stage(request, accepted, answer, "batch", verdicts)
 
 
 @api_view
@@ -110,10 +123,11 @@ def message_batch(request: HttpRequest) -> HttpResponse:
 def message_status(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         status = selectors.message_status(message_id)
-    except DatabaseError:
+    except (DatabaseError, redis.RedisError) as exc:
+        error = "database_unavailable" if isinstance(exc, DatabaseError) else "staging_unavailable"
         raise ApiError(
             503,
-            "database_unavailable",
+            error,
             "Message status cannot be read now; retry later.",
             headers={"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)},
         ) from None

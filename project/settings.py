@@ -125,8 +125,14 @@ MESSY_WRITE_MAX_BYTES = env_int("MESSY_WRITE_MAX_BYTES", 32 * 1024)
 MESSY_BATCH_MAX_ITEMS = env_int("MESSY_BATCH_MAX_ITEMS", 1000)
 MESSY_BATCH_MAX_BYTES = env_int("MESSY_BATCH_MAX_BYTES", 4 * 1024 * 1024)
 MESSY_BACKLOG_MAX = env_int("MESSY_BACKLOG_MAX", 1_000_000)
+# ...and in bytes: the stream's memory (MEMORY USAGE) plus what a write adds. Keep it well
+# under the staging Redis's maxmemory, so writes get 503 backlog_full before Redis is full.
+MESSY_BACKLOG_MAX_BYTES = env_int("MESSY_BACKLOG_MAX_BYTES", 256 * 1024 * 1024)
 MESSY_RETRY_AFTER_SECONDS = env_int("MESSY_RETRY_AFTER_SECONDS", 5)
 MESSY_IDEMPOTENCY_TTL = env_int("MESSY_IDEMPOTENCY_TTL", 24 * 3600)
+# How far apart web hosts' clocks may be: a status read looks for a staged message this far
+# past its id's time in the stream.
+MESSY_CLOCK_SKEW_MS = env_int("MESSY_CLOCK_SKEW_MS", 5000)
 MESSY_WRITE_API_KEYS = env_list("MESSY_WRITE_API_KEYS", "")
 MESSY_REQUIRE_WRITE_API_KEY = env_bool("MESSY_REQUIRE_WRITE_API_KEY", False)
 MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
