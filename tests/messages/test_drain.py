@@ -178,3 +178,36 @@ def test_the_drain_writes_with_copy_inside_one_transaction_per_batch(settings, d
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM message")
         assert cursor.fetchone()[0] == 300
+
+
+def test_an_entry_deleted_while_pending_is_acknowledged_and_the_drain_goes_on(settings):
+    """Issue 8, item 5: with one drain (WORKER_INGEST_CONCURRENCY=1), a pending entry deleted by
+    an erasure came back empty from the pending read, the drain saw "nothing" and never read
+    the new entries behind it."""
+    settings.MESSY_DRAIN_RUN_SECONDS = 5
+    held = write_many(5)
+    staging.group_ensure()
+    consumer = staging.consumer_name()  # the drain below is this same process: one consumer
+    pending = staging.batch_claim(consumer, 100)  # read, then the process "crashed"
+    assert len(pending) == 5
+    staging.redis_client().xdel(staging.stream_key(), pending[2].entry_id)
+    behind = write_many(5)
+
+    report = services.messages_drain(slot=0)
+
+    expected = set(held) - {json.loads(pending[2].payload)["id"]} | set(behind)
+    assert report.stored == 9
+    assert set(map(str, Message.objects.values_list("id", flat=True))) == expected
+    assert staging.backlog() == 0
+    assert staging.redis_client().xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"] == 0
+
+
+def test_a_pending_read_of_only_deleted_entries_still_reaches_the_new_ones():
+    write_many(2)
+    staging.group_ensure()
+    consumer = staging.consumer_name()
+    pending = staging.batch_claim(consumer, 100)
+    staging.redis_client().xdel(staging.stream_key(), *[entry.entry_id for entry in pending])
+    behind = write_many(3)
+    assert [json.loads(e.payload)["id"] for e in staging.BatchReader(consumer).claim(100)] == behind
+    assert staging.redis_client().xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"] == 3
