@@ -54,3 +54,35 @@ def test_message_ids_are_time_ordered_uuid7():
     first, second = ids.message_id_new(), ids.message_id_new()
     assert first.version == 7
     assert first.int >> 80 <= second.int >> 80
+
+
+def test_a_staged_message_whose_copy_is_gone_reads_as_pending_from_the_stream():
+    """Issue 8, item 7: memcached evicted or restarted while the message waits to be stored."""
+    client = Client()
+    message_id = write(client)
+    caches["staged"].clear()
+    assert client.get(f"/message/{message_id}/").json() == {"status": "pending", "id": message_id}
+    assert client.get(f"/message/{uuid.uuid4()}/").status_code == 404
+    assert client.get(f"/message/{ids.message_id_new()}/").status_code == 404  # a fresh UUIDv7
+    services.messages_drain(slot=0)
+    assert client.get(f"/message/{message_id}/").json()["status"] == "stored"
+
+
+def test_a_message_staged_after_an_entry_from_a_host_whose_clock_is_ahead_is_still_found(settings):
+    settings.MESSY_CLOCK_SKEW_MS = 5000
+    client = Client()
+    ahead_ms = ids.message_id_ms(ids.message_id_new()) + 2000
+    staging.redis_client().execute_command("XADD", staging.stream_key(), f"{ahead_ms}-0", "m", b"{}")
+    message_id = write(client)  # its entry cannot take its own millisecond: it follows the other
+    caches["staged"].delete(staging.copy_key(message_id))
+    assert client.get(f"/message/{message_id}/").json()["status"] == "pending"
+
+
+def test_a_message_deep_in_a_backlog_of_its_own_millisecond_is_found_page_by_page(settings):
+    settings.MESSY_BATCH_MAX_ITEMS = 1200  # more than a page (staging.FIND_PAGE) in one millisecond
+    client = Client()
+    batch = [dict(GOOD, username=f"u{i}") for i in range(1200)]
+    response = client.post("/message/batch/", data=json.dumps(batch), content_type="application/json")
+    last_id = response.json()["results"][-1]["id"]
+    caches["staged"].clear()
+    assert client.get(f"/message/{last_id}/").json()["status"] == "pending"
