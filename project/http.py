@@ -2,7 +2,7 @@
 
 Errors look like {"error": "<stable code>", "message": "<for humans>", "fields": {...}}, with
 "fields" present when specific input fields are at fault. Also the few things every endpoint
-reads or writes the same way: bearer credentials and timestamps.
+reads or writes the same way: bearer credentials, the client's address and timestamps.
 """
 
 import functools
@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 JSON_CONTENT_TYPE = "application/json"
@@ -45,6 +48,42 @@ def bearer_token(request: HttpRequest) -> str | None:
     if scheme.lower() != "bearer":
         return ""
     return value.strip()
+
+
+_trusted_proxies: frozenset[str] | None = None
+
+
+@receiver(setting_changed)
+def _trusted_proxies_forget(setting: str, **_: Any) -> None:
+    global _trusted_proxies
+    if setting == "MESSY_TRUSTED_PROXIES":
+        _trusted_proxies = None
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The address of the client that sent the request: REMOTE_ADDR, unless that is one of
+    MESSY_TRUSTED_PROXIES, in which case the address that proxy put in X-Forwarded-For (the
+    rightmost entry that is not itself a trusted proxy). Anything else in the header was written
+    by the client and is ignored, so a client cannot pick the address its quota is charged to.
+
+    On the write path: the trusted set is built once per process, not per request.
+    """
+    global _trusted_proxies
+    remote = request.META.get("REMOTE_ADDR", "")
+    trusted = _trusted_proxies
+    if trusted is None:
+        trusted = _trusted_proxies = frozenset(settings.MESSY_TRUSTED_PROXIES)
+    if remote not in trusted:
+        return remote
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if not forwarded:
+        return remote
+    hops = [hop.strip() for hop in forwarded.split(",")]
+    for hop in reversed(hops):
+        if hop and hop not in trusted:
+            return hop
+    # Every hop is a trusted proxy: the client itself runs on a proxy's host.
+    return next((hop for hop in hops if hop), remote)
 
 
 class ApiError(Exception):

@@ -136,6 +136,10 @@ MESSY_CLOCK_SKEW_MS = env_int("MESSY_CLOCK_SKEW_MS", 5000)
 MESSY_WRITE_API_KEYS = env_list("MESSY_WRITE_API_KEYS", "")
 MESSY_REQUIRE_WRITE_API_KEY = env_bool("MESSY_REQUIRE_WRITE_API_KEY", False)
 MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
+# Addresses of the reverse proxies in front of the web processes (project.http.client_ip):
+# only a request from one of them may name its client in X-Forwarded-For. The default is the
+# front door on the same host (scripts/front.sh); list your load balancers' addresses too.
+MESSY_TRUSTED_PROXIES = env_list("MESSY_TRUSTED_PROXIES", "127.0.0.1,::1")
 
 # --- Drain -----------------------------------------------------------------------------------
 MESSY_DRAIN_BATCH_SIZE = env_int("MESSY_DRAIN_BATCH_SIZE", 5000)

@@ -1,0 +1,69 @@
+"""project.http.client_ip: X-Forwarded-For is believed only from a trusted proxy, and only the
+part that proxy wrote."""
+
+import pytest
+from django.http import HttpRequest
+from django.test import RequestFactory
+
+from project.http import client_ip
+
+FRONT = "127.0.0.1"
+
+
+def request(remote: str, forwarded: str | None = None) -> HttpRequest:
+    built = RequestFactory().get("/", REMOTE_ADDR=remote)
+    if forwarded is not None:
+        built.META["HTTP_X_FORWARDED_FOR"] = forwarded
+    return built
+
+
+def test_a_direct_client_is_its_own_address_whatever_it_claims():
+    assert client_ip(request("203.0.113.7")) == "203.0.113.7"
+    assert client_ip(request("203.0.113.7", "198.51.100.1")) == "203.0.113.7"
+
+
+def test_behind_the_front_door_the_client_is_the_address_it_forwarded():
+    assert client_ip(request(FRONT, "203.0.113.7")) == "203.0.113.7"
+    assert client_ip(request("::1", "2001:db8::7")) == "2001:db8::7"
+
+
+def test_addresses_a_client_put_in_the_header_itself_are_ignored():
+    # The client sent "X-Forwarded-For: 198.51.100.1"; a proxy that appends gave us both.
+    assert client_ip(request(FRONT, "198.51.100.1, 203.0.113.7")) == "203.0.113.7"
+    assert client_ip(request(FRONT, " 198.51.100.1 ,203.0.113.7 ")) == "203.0.113.7"
+
+
+def test_without_a_forwarded_header_the_proxy_is_the_client():
+    assert client_ip(request(FRONT)) == FRONT
+    assert client_ip(request(FRONT, "")) == FRONT
+    assert client_ip(request(FRONT, " , ")) == FRONT
+
+
+def test_a_client_on_the_proxys_own_host_is_that_host():
+    assert client_ip(request(FRONT, "127.0.0.1")) == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded", "client"),
+    [
+        # load balancer 10.0.0.5 -> front door 10.0.0.9 -> app
+        ("10.0.0.9", "203.0.113.7, 10.0.0.5", "203.0.113.7"),
+        ("10.0.0.9", "198.51.100.1, 203.0.113.7, 10.0.0.5", "203.0.113.7"),
+        # the local front door is no longer trusted once the setting names others
+        ("127.0.0.1", "203.0.113.7", "127.0.0.1"),
+    ],
+)
+def test_operators_list_their_own_proxies(settings, remote, forwarded, client):
+    settings.MESSY_TRUSTED_PROXIES = ["10.0.0.5", "10.0.0.9"]
+    assert client_ip(request(remote, forwarded)) == client
+
+
+def test_the_trusted_set_is_built_once_and_rebuilt_when_the_setting_changes(settings):
+    from project import http
+
+    assert client_ip(request(FRONT, "203.0.113.7")) == "203.0.113.7"
+    built = http._trusted_proxies
+    assert client_ip(request(FRONT, "198.51.100.1")) == "198.51.100.1"
+    assert http._trusted_proxies is built
+    settings.MESSY_TRUSTED_PROXIES = []
+    assert client_ip(request(FRONT, "203.0.113.7")) == FRONT
