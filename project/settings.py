@@ -38,6 +38,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "project.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -254,6 +255,20 @@ STATICFILES_DIRS = [BASE_DIR / "project" / "static"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# HTTPS in production (see the production example in local.sh.template); every one is off by
+# default, so a local run over plain http:// keeps its cookies and is not redirected.
+# Trust X-Forwarded-Proto only behind a proxy that sets it itself (the front door does).
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False) else None
+)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Probes inside the network call the web hosts over plain HTTP, without the proxy's header.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # The write endpoints enforce their own, smaller limits and answer 413 in JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MESSY_BATCH_MAX_BYTES, 2_621_440)
 
