@@ -1,5 +1,6 @@
 """The write path's numbers for /metrics, read from Redis (see project.metrics)."""
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,15 @@ class StagingCollector:
             "Entries per drain batch.",
             buckets=buckets,
             sum_value=counters.get("drain_entries", 0),
+        )
+        dead, oldest_ms = staging.dead_letters_summary()
+        yield GaugeMetricFamily(
+            "messy_dead_letters", "Staged messages parked because no drain could store them.", value=dead
+        )
+        yield GaugeMetricFamily(
+            "messy_dead_letter_oldest_age_seconds",
+            "How long the oldest dead letter has waited for a replay or a purge (0: none).",
+            value=max(0.0, time.time() - oldest_ms / 1000) if oldest_ms else 0,
         )
         yield GaugeMetricFamily(
             "messy_drain_lag_seconds",
