@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The web process: gunicorn (pre-fork, sync workers) serving project.wsgi, behind the front
 # door (scripts/front.sh, nginx), which buffers whole requests so that slow clients never hold
-# a sync worker. Do not expose it directly.
+# a sync worker. Do not expose it directly: the front door also bounds request lines (64 KB,
+# room for a GET write's query string), so gunicorn's own 4 KB limit is lifted.
 #   ./runserver.sh         production server, WEB_PROCESSES processes on MESSY_BIND
 #   ./runserver.sh --dev   Django's autoreloading development server instead
 set -euo pipefail
@@ -26,6 +27,7 @@ exec gunicorn project.wsgi:application \
     --timeout "${WEB_TIMEOUT:-30}" \
     --graceful-timeout 10 \
     --max-requests "${WEB_MAX_REQUESTS:-0}" \
+    --limit-request-line 0 \
     "${access_log[@]}" \
     --name messy-web \
     "$@"
