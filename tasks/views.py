@@ -74,6 +74,14 @@ def _upload(request: HttpRequest) -> tuple[IO[bytes], str, str]:
             f"format must be one of {', '.join(FORMATS)}.",
             fields={"format": ["Unknown format."]},
         )
+    if len(name) > 255 or not name.isprintable():
+        # The name is kept in the job's JSON parameters, which PostgreSQL refuses with a NUL.
+        raise ApiError(
+            400,
+            "invalid_name",
+            "The file name must be at most 255 printable characters.",
+            fields={"name": ["Must be at most 255 printable characters."]},
+        )
     return stream, name, file_format
 
 

@@ -14,7 +14,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import requests
@@ -54,23 +53,6 @@ class Target:
     token: str
     stack: Stack
     statuses: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
-    known: Counter[str] = field(default_factory=Counter)
-
-
-# Server faults the fuzzer finds that belong to code this test may not change (issue 9): each
-# is recognised by its answer, counted in the summary and not validated further, so the rest
-# of the operation is still fuzzed. Each has a reproduction below, marked xfail(strict): when
-# it is fixed, that test passes, fails as XPASS, and its entry here goes.
-def known_fault(case: Any, response: Any) -> str | None:
-    if (
-        response.status_code == 400
-        and response.headers.get("content-type", [""])[0].startswith("text/html")  # lowercase names, lists
-        and b"Request Line is too large" in response.content
-    ):
-        return "request_line_too_large"
-    if case.path == "/tasks/import/" and response.status_code == 500 and "\x00" in str((case.query or {}).get("name")):
-        return "import_name_with_nul"
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +95,6 @@ def fuzz(system_database, s3_server, artifacts_dir) -> Iterator[Target]:
                 sum(counts.values()) for op, counts in target.statuses.items() if op not in documented
             ),
             "server_errors": sum(n for counts in target.statuses.values() for s, n in counts.items() if s >= 500),
-            "known_faults": dict(target.known),
             "statuses": {op: dict(sorted(counts.items())) for op, counts in sorted(target.statuses.items())},
         }
         (logs / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -134,20 +115,11 @@ def test_every_fuzzed_request_gets_a_documented_answer_and_never_a_5xx(case, fuz
     headers = {"Authorization": f"Bearer {fuzz.token}"} if case.path.startswith("/tasks/") else None
     response = case.call(base_url=fuzz.url, headers=headers, timeout=30, allow_redirects=False)
     fuzz.statuses[f"{case.method} {case.path}"][response.status_code] += 1
-    fault = known_fault(case, response)
-    if fault:
-        fuzz.known[fault] += 1
-        return
     case.validate_response(response, checks=CHECKS, headers=headers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: a GET /message/write/ whose request line is over 4094 bytes (a documented 4,096-character "
-    "message in the query) gets gunicorn's own text/html 400 through the front door, not a JSON error; "
-    "fix in runserver.sh (--limit-request-line) or deploy/nginx.conf.template (JSON 414), not here",
-)
-def test_an_overlong_query_gets_a_json_error(fuzz: Target) -> None:
+def test_a_get_write_with_a_maximal_message_in_its_query_is_answered_in_json(fuzz: Target) -> None:
+    """Found by the fuzzer: gunicorn's own 4 KB request-line limit answered in HTML."""
     query = {"username": "ada", "city": "London", "state": "LDN", "message": "m" * 4096}
     response = requests.get(f"{fuzz.url}/message/write/", params=query, timeout=30)
     assert response.status_code in (202, 400, 414)
@@ -180,13 +152,8 @@ def test_the_workers_stored_every_fuzzed_write(fuzz: Target) -> None:
     assert stored > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: POST /tasks/import/?name=%00 (a NUL in the file name, with a valid token) is a 500: "
-    "the name goes into the job's JSON params and PostgreSQL refuses \\u0000 (DataError: unsupported Unicode "
-    "escape sequence); it should be a 400 (tasks/, not here)",
-)
 def test_an_import_name_with_a_nul_byte_is_refused_cleanly(fuzz: Target) -> None:
+    """Found by the fuzzer: the name reached PostgreSQL's JSON, which refuses a NUL (a 500)."""
     response = requests.post(
         f"{fuzz.url}/tasks/import/?name=%00.ndjson",
         data=b"",
