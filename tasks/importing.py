@@ -23,8 +23,9 @@ from messages.services import messages_persist, staged_payload
 from messages.staging import StagedPayload
 from messages.validation import message_validate
 from project.storage import bucket_ensure, s3_client
+from tasks.erasing import erased_digests, fence_lock_shared, username_digest
 from tasks.kinds import JobFailed, JobKind, JobRun, Outcome, job_kinds
-from tasks.models import ApiToken, Job, RejectedRecord
+from tasks.models import ApiToken, ErasureFence, Job, RejectedRecord
 from tasks.records import FORMATS, FileUnreadable, Record, format_sniff, records_read
 from tasks.services import REPORT, UPLOAD, job_create, job_s3_key
 
@@ -88,16 +89,19 @@ def import_job_create(
     reader = _LimitedReader(head, stream, settings.MESSY_IMPORT_MAX_BYTES)
     bucket_ensure()
     s3_client().upload_fileobj(reader, settings.S3_BUCKET, key)
-    return job_create(
-        Job.Kind.IMPORT,
-        job_id=job_id,
-        params={"key": key, "format": file_format, "name": name[:200], "bytes": reader.size},
-        progress_total=reader.size,
-        progress_unit="bytes",
-        created_by=created_by,
-        token=token,
-        enqueue=enqueue,
-    )
+    with transaction.atomic():
+        # An erasure finishing meanwhile waits for this job, so that it fences the job off.
+        fence_lock_shared()
+        return job_create(
+            Job.Kind.IMPORT,
+            job_id=job_id,
+            params={"key": key, "format": file_format, "name": name[:200], "bytes": reader.size},
+            progress_total=reader.size,
+            progress_unit="bytes",
+            created_by=created_by,
+            token=token,
+            enqueue=enqueue,
+        )
 
 
 class _CountingChunks:
@@ -155,9 +159,14 @@ def _progress_message(state: dict[str, Any]) -> str:
 
 
 def _batch_commit(run: JobRun, state: dict[str, Any], batch: _Batch, done_bytes: int) -> dict[str, Any]:
-    """Store a batch, its rejections and the checkpoint that counts them, all or nothing."""
+    """Store a batch, its rejections and the checkpoint that counts them, all or nothing. The
+    records of users an erasure fenced off are skipped (tasks/erasing.py), in this transaction."""
     with transaction.atomic():
-        stored = messages_persist(batch.good)
+        erased = erased_digests(run.job.pk)
+        good = (
+            [item for item in batch.good if username_digest(item["username"]) not in erased] if erased else batch.good
+        )
+        stored = messages_persist(good)
         RejectedRecord.objects.bulk_create(batch.bad)
         state = {
             **state,
@@ -165,6 +174,7 @@ def _batch_commit(run: JobRun, state: dict[str, Any], batch: _Batch, done_bytes:
             "valid": state["valid"] + len(batch.good),
             "stored": state["stored"] + stored,
             "rejected": state["rejected"] + batch.rejected,
+            "skipped_erased": state["skipped_erased"] + len(batch.good) - len(good),
         }
         run.checkpoint(done=done_bytes, message=_progress_message(state), state=state)
     return state
@@ -173,7 +183,14 @@ def _batch_commit(run: JobRun, state: dict[str, Any], batch: _Batch, done_bytes:
 def import_run(run: JobRun) -> Outcome:
     job = run.job
     file_format = job.params["format"]
-    state: dict[str, Any] = {"records": 0, "valid": 0, "stored": 0, "rejected": 0, **job.checkpoint}
+    state: dict[str, Any] = {
+        "records": 0,
+        "valid": 0,
+        "stored": 0,
+        "rejected": 0,
+        "skipped_erased": 0,
+        **job.checkpoint,
+    }
     body = s3_client().get_object(Bucket=settings.S3_BUCKET, Key=job.params["key"])["Body"]
     chunks = _CountingChunks(body.iter_chunks(CHUNK_BYTES))
     skip = state["records"]
@@ -212,6 +229,7 @@ def _result(job: Job, state: dict[str, Any]) -> dict[str, Any]:
         "valid": state["valid"],
         "stored": state["stored"],
         "rejected": state["rejected"],
+        "skipped_erased": state["skipped_erased"],
     }
 
 
@@ -254,8 +272,10 @@ class ImportKind(JobKind):
         return import_run(run)
 
     def on_finish(self, job_id: Any) -> None:
-        """The rejected records are in the report by now; the upload goes once this commits."""
+        """The rejected records are in the report by now, the erasures' fences are done with;
+        the upload goes once this commits."""
         RejectedRecord.objects.filter(job_id=job_id).delete()
+        ErasureFence.objects.filter(import_job_id=job_id).delete()
         transaction.on_commit(functools.partial(_upload_delete, job_id))
 
 

@@ -123,3 +123,24 @@ class ErasureTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.erasures} erasures performed"
+
+
+class ErasureFence(models.Model):
+    """Keeps imports from bringing back an erased user's messages (tasks/erasing.py). Holds a
+    keyed digest of the username, never the name.
+
+    A row with `erasure` set exists while that erasure runs: every import skips the digest. When
+    the erasure finishes, it is replaced by one row per import then unfinished (`import_job`
+    set): those imports, created before the erasure reported success, keep skipping it; imports
+    created afterwards do not. A row goes with its job.
+    """
+
+    digest = models.CharField(max_length=64)
+    erasure = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="+")
+    import_job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        db_table = "tasks_erasure_fence"
+
+    def __str__(self) -> str:
+        return f"fence {self.digest[:8]}…"

@@ -43,6 +43,8 @@ def redis_server(*options: str, data_dir: Path | None = None) -> Iterator[int]:
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
+        # Ours, not another process that took the free port first (ours would have exited).
+        assert process.poll() is None, "redis-server did not start"
         yield port
     finally:
         process.terminate()

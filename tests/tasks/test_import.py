@@ -42,7 +42,15 @@ def test_an_ndjson_import_stores_good_records_once_and_reports_every_bad_one(s3,
     assert response.json()["status"] == "queued"
     job, report = run_and_report(api, response)
     assert job.status == "succeeded"
-    assert job.result == {"file": "upload", "format": "ndjson", "records": 10, "valid": 8, "stored": 8, "rejected": 2}
+    assert job.result == {
+        "file": "upload",
+        "format": "ndjson",
+        "records": 10,
+        "valid": 8,
+        "stored": 8,
+        "rejected": 2,
+        "skipped_erased": 0,
+    }
     assert report["errors"] == [
         {"line": 3, "reason": "The line is not valid JSON."},
         {"line": 5, "reason": "city: This field is required.", "fields": {"city": ["This field is required."]}},

@@ -87,7 +87,7 @@
     let result = job.result || {};
     if (job.erasures_performed !== undefined) { result = Object.assign({}, result, { erasures_performed: job.erasures_performed }); }
     // jsonb does not keep key order: show the counts first, in reading order.
-    const ORDER = ["records", "valid", "stored", "rejected", "messages_erased", "staged_erased", "erasures_performed"];
+    const ORDER = ["records", "valid", "stored", "rejected", "skipped_erased", "messages_erased", "staged_erased", "erasures_performed"];
     const keys = Object.keys(result).sort((a, b) => {
       const i = ORDER.indexOf(a), j = ORDER.indexOf(b);
       return (i < 0 ? 99 : i) - (j < 0 ? 99 : j) || (a < b ? -1 : 1);
