@@ -1,14 +1,12 @@
 """Shared fixtures. Every test talks to the real services: PostgreSQL (pytest-django's test
 database), Redis (databases 14 and 15, flushed before each test), memcached (keys under the
-messy-test prefix) and a local S3-compatible server (moto's server, started once a session)."""
+messy-test prefix) and the local S3-compatible server (tests/harness.py, started once a session).
+Processes, environments and servers of the end-to-end runs are tests/harness.py's."""
 
 import base64
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,29 +14,10 @@ import pytest
 import redis
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness import ROOT, S3Server, port_open
+from tests.harness import free_port as free_port  # tests import it from here
+
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_open(port):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -58,21 +37,14 @@ def queued_tasks(queue: str) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """A real S3-compatible server (moto's standalone server) on 127.0.0.1."""
+    """The local S3-compatible server (tests/harness.py) on the test settings' endpoint; one
+    already listening there (make run's) is used as it is."""
     endpoint = str(settings.S3_ENDPOINT_URL)
     port = int(endpoint.rsplit(":", 1)[1])
-    process = None
-    if not port_open(port):
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(port)
+    server = None if port_open(port) else S3Server(port).start()
     yield endpoint
-    if process:
-        process.terminate()
-        process.wait(10)
+    if server:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -87,5 +59,6 @@ def subprocess_env() -> dict[str, str]:
     env: dict[str, str] = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "project.settings_test"
     env["POSTGRES_DB"] = str(settings.DATABASES["default"]["NAME"])
+    env["MESSY_NO_LOCAL_SH"] = "1"  # the run scripts would read a developer's local.sh
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env

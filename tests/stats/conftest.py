@@ -1,9 +1,7 @@
 """Fixtures for the stats tests: known messages, a bucket of its own per test, and an S3
 server the test controls (to stop and restart it, or to have it enforce CORS rules)."""
 
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,7 +15,7 @@ from messages.services import messages_persist
 from messages.staging import StagedPayload
 from project import storage
 from stats.services import publish
-from tests.conftest import free_port, port_open, wait_for_port
+from tests.harness import ROOT, Process, ProcessGroup, S3Server, port_open
 
 
 def payload(username: str, city: str, state: str, accepted_at: datetime, message: str = "hello") -> StagedPayload:
@@ -51,30 +49,11 @@ def stats_bucket(s3_server: str, settings: Any) -> Iterator[str]:
     s3_clients_reset()
 
 
-class S3Process:
-    """moto's S3 server on a port of its own. MOTO_DISABLE_GLOBAL_CORS makes it answer CORS
-    from the bucket's rules only, as AWS does (by default it allows every origin)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MOTO_DISABLE_GLOBAL_CORS": "1"}
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
+class S3Process(S3Server):
+    """The local S3 server on a port of its own, which the test may stop and start again."""
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
+        super().stop()
         assert not port_open(self.port)
 
 
@@ -99,20 +78,18 @@ def publish_schedule_migrated() -> None:
 
 
 def celery_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A real Celery process (worker or beat) of the project, logging to a file."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "project", *args, "--loglevel", "INFO"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    """`celery -A project ARGS` in a process group of its own, logging to a file. (Workers
+    and beats are better started through the run scripts: stats_worker_start.)"""
+    command = [str(ROOT / ".venv/bin/celery"), "-A", "project", *args, "--loglevel", "INFO"]
+    return Process(command, env, log).popen
 
 
 def stats_worker_start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """One worker process on the "stats" queue only."""
-    quiet = ("--without-gossip", "--without-mingle", "--without-heartbeat")
-    return celery_start(["worker", "-Q", "stats", "--pool", "solo", "-n", f"{name}@%h", *quiet], env, log)
+    """A worker for the "ingest" and "stats" queues, one pool process, started as operators
+    start it (./runworker.sh ingest), logging to `log` (a *.log file). `name` is no longer
+    used (the run script names the Celery node); the callers still pass it."""
+    assert log.suffix == ".log", log
+    return ProcessGroup(env, log.parent).worker(log.stem, role="ingest", concurrency=1).popen
 
 
 @pytest.fixture

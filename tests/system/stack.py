@@ -1,6 +1,6 @@
 """Real Messy processes for end-to-end and fault tests: web (gunicorn), workers, beat and a
-private memcached, all started through the project's own run scripts, against a database of
-their own (migrated from scratch) and Redis databases of their own."""
+private memcached, all started through the project's own run scripts (tests/harness.py),
+against a database of their own (migrated from scratch) and Redis databases of their own."""
 
 import concurrent.futures
 import http.client
@@ -8,132 +8,66 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psycopg2
 import redis
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.harness import SYSTEM, ProcessGroup, RunConfig, db_connect, free_port, wait_for_port
 
-DATABASE = "messy_system_test"
-REDIS_STAGING_URL = "redis://127.0.0.1:6379/8"
-REDIS_BROKER_URL = "redis://127.0.0.1:6379/9"
-KEY_PREFIX = "messy-sys"
+KEY_PREFIX = SYSTEM.key_prefix
 
 
-def database_create(port: int = 5432) -> None:
-    """A fresh database, migrated by the project's own manage.py (schedules included)."""
-    admin = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
-    subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=base_env(memcached_port=11211, s3_endpoint="http://127.0.0.1:1", postgres_port=port),
-        check=True,
-        timeout=180,
-    )
+class Stack(ProcessGroup):
+    """The system tests' processes (SYSTEM's namespace, a private memcached, the session's S3
+    server) and a client of them."""
 
-
-def base_env(memcached_port: int, s3_endpoint: str, postgres_port: int = 5432) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "REDIS_", "MESSY_", "CELERY_"))}
-    env.update(
-        MESSY_NO_LOCAL_SH="1",
-        DJANGO_SETTINGS_MODULE="project.settings",
-        DJANGO_SECRET_KEY="system-test-only",
-        POSTGRES_DB=DATABASE,
-        POSTGRES_PORT=str(postgres_port),
-        REDIS_URL=REDIS_STAGING_URL,
-        CELERY_BROKER_URL=REDIS_BROKER_URL,
-        REDIS_KEY_PREFIX=KEY_PREFIX,
-        MEMCACHED_SERVERS=f"127.0.0.1:{memcached_port}",
-        MEMCACHED_KEY_PREFIX=KEY_PREFIX,
-        S3_ENDPOINT_URL=s3_endpoint,
-        S3_BUCKET="messy-system-test",
-        # Fast recovery, so a test sees a dead worker's batch taken over within seconds.
-        MESSY_DRAIN_RECLAIM_IDLE_MS="3000",
-        MESSY_DRAIN_SLOT_TTL="4",
-        MESSY_DRAIN_BATCH_SIZE="500",
-        WEB_ACCESS_LOG="off",
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-@dataclass
-class Stack:
-    logs: Path
-    s3_endpoint: str
-    memcached_port: int = field(default_factory=free_port)
-    web_port: int = field(default_factory=free_port)
-    postgres_port: int = 5432
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return base_env(self.memcached_port, self.s3_endpoint, self.postgres_port)
-
-    def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the process)
-        process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**self.env, **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: kill -9 takes its children too
+    def __init__(self, logs: Path, s3_endpoint: str) -> None:
+        self.memcached_port = free_port()
+        self.web_port = free_port()
+        self.config: RunConfig = replace(
+            SYSTEM, s3_endpoint=s3_endpoint, memcached_servers=f"127.0.0.1:{self.memcached_port}"
         )
-        self.processes[name] = process
-        return process
+        super().__init__(self.config.env(), logs)
+
+    def postgres_use(self, port: int) -> None:
+        """Processes started from now on use the PostgreSQL server on `port`."""
+        self.config = replace(self.config, postgres_port=port)
+        self.env = self.config.env()
 
     def start_memcached(self) -> None:
-        self._start("memcached", ["memcached", "-u", "nobody", "-l", "127.0.0.1", "-p", str(self.memcached_port)])
-        wait_for_port(self.memcached_port)
+        self.memcached(self.memcached_port)
 
     def start_web(self, processes: int = 2) -> None:
-        self._start(
-            "web", ["./runserver.sh"], {"MESSY_BIND": f"127.0.0.1:{self.web_port}", "WEB_PROCESSES": str(processes)}
-        )
-        wait_for_port(self.web_port, timeout=30)
+        self.web(self.web_port, processes)
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2) -> subprocess.Popen:
-        process = self._start(name, ["./runworker.sh", "ingest"], {"WORKER_INGEST_CONCURRENCY": str(concurrency)})
-        return process
+    def start_worker(self, name: str = "worker", concurrency: int = 2) -> None:
+        self.worker(name, role="ingest", concurrency=concurrency)
 
     def start_beat(self, name: str = "beat") -> None:
-        self._start(name, ["./runbeat.sh"])
+        self.beat(name)
 
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        process = self.processes.pop(name)
-        os.killpg(process.pid, sig)
-        process.wait(30)
-
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            process = self.processes[name]
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for name, process in list(self.processes.items()):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-            self.processes.pop(name)
+    def start_front(self) -> str:
+        """The front door (./scripts/front.sh: nginx) in front of the web port; returns its URL."""
+        self.front_port = free_port()
+        run_dir = tempfile.mkdtemp(prefix="messy-front-")
+        os.chmod(run_dir, 0o755)  # nginx's workers (nobody) keep request bodies in folders there
+        self.start(
+            "front",
+            ["./scripts/front.sh"],
+            FRONT_BIND=f"127.0.0.1:{self.front_port}",
+            FRONT_UPSTREAMS=f"127.0.0.1:{self.web_port}",
+            FRONT_RUN_DIR=run_dir,
+            FRONT_ACCESS_LOG="off",
+        )
+        wait_for_port(self.front_port)
+        return f"http://127.0.0.1:{self.front_port}"
 
     # --- client side ---------------------------------------------------------------------
 
@@ -156,12 +90,10 @@ class Stack:
             connection.close()
 
     def db(self) -> psycopg2.extensions.connection:
-        connection = psycopg2.connect(host="127.0.0.1", port=self.postgres_port, user="postgres", dbname=DATABASE)
-        connection.autocommit = True
-        return connection
+        return db_connect(self.config)
 
     def staging_redis(self) -> redis.Redis:
-        return redis.Redis.from_url(REDIS_STAGING_URL)
+        return redis.Redis.from_url(self.config.staging_url)
 
 
 class PrivatePostgres:
@@ -179,35 +111,20 @@ class PrivatePostgres:
             [str(self.BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
         )
 
-    def _as_postgres(self, args: list[str]) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+    def _as_postgres(self, args: list[str], check: bool = True) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=check, capture_output=True, timeout=120)
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         log = str(self.directory / "server.log")
         self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log, "-w", "start"])
 
-    def stop(self, mode: str = "immediate") -> None:
+    def stop(self, mode: str = "immediate", check: bool = True) -> None:
         """Stop the server; "immediate" is a crash as far as clients are concerned."""
-        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], check)
 
     def remove(self) -> None:
-        subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                str(self.BIN / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-            check=False,
-        )
+        self.stop(check=False)  # it may be stopped already
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -306,10 +223,18 @@ def assert_stored_exactly_once(stack: Stack, accepted: list[str]) -> None:
         missing = set(accepted) - stored_ids
         extra = stored_ids - set(accepted)
         assert not missing, f"{len(missing)} accepted messages were never stored"
-        assert not extra, f"{len(extra)} stored messages were never accepted"
+        assert not extra, f"{len(extra)} stored messages were never accepted: {_messages(cursor, extra)}"
         assert_rollups_match(cursor)
     connection.close()
     assert stack.staging_redis().xlen(f"{KEY_PREFIX}:stream:messages") == 0
+
+
+def _messages(cursor, ids: set[str], most: int = 5) -> list[tuple]:
+    """A few stored messages, to tell where unexpected ones came from."""
+    cursor.execute(
+        "SELECT id, username, message, accepted_at FROM message WHERE id::text = ANY(%s)", [sorted(ids)[:most]]
+    )
+    return cursor.fetchall()
 
 
 _RECOUNTS = {

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from tests.system.stack import KEY_PREFIX, PrivatePostgres, assert_stored_exactly_once, database_create, load_run
+from tests.harness import database_create
+from tests.system.stack import KEY_PREFIX, PrivatePostgres, assert_stored_exactly_once, load_run
 
 pytestmark = pytest.mark.system
 
@@ -67,8 +68,8 @@ def outage_stack(stack):
     """The stack on a PostgreSQL server of its own, which the test may stop."""
     server = PrivatePostgres()
     server.start()
-    database_create(port=server.port)
-    stack.postgres_port = server.port
+    stack.postgres_use(server.port)
+    database_create(stack.config)
     yield stack, server
     stack.stop_all()
     server.remove()

@@ -1,9 +1,6 @@
 """Fixtures for the jobs tests: the S3 bucket, API tokens, rollup checks and real Celery
 worker processes consuming the jobs queue (on this test run's own broker database)."""
 
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +14,7 @@ from messages.staging import StagedPayload
 from project.storage import bucket_ensure
 from stats.selectors import rollups_differences
 from tasks import auth
-from tests.conftest import ROOT, free_port
+from tests.harness import Process, ProcessGroup
 
 
 @pytest.fixture
@@ -65,53 +62,19 @@ def ndjson(rows: Sequence[dict[str, Any] | str]) -> bytes:
     return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows).encode()
 
 
-class Worker:
-    """`celery worker -Q jobs`, one process, in its own process group so kill -9 takes it and
-    its pool child at once, as a machine failure would."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    str(ROOT / ".venv/bin/celery"), "-A", "project", "worker", "-Q", "jobs",
-                    "--concurrency", "1", "-n", f"jobs-test-{free_port()}@%h",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def kill9(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-
 @pytest.fixture
 def workers(subprocess_env: dict[str, str], artifacts_dir: Path, request: Any) -> Iterator[Any]:
-    """Start workers with `workers(**extra_env)`; every one still running is stopped afterwards."""
-    started: list[Worker] = []
+    """Start `./runworker.sh jobs` workers (one process each, in a process group of its own,
+    so kill9() takes it and its pool child at once, as a machine failure would) with
+    `workers(**extra_env)`; every one still running is stopped afterwards."""
+    group = ProcessGroup(subprocess_env, artifacts_dir)
 
-    def start(**extra_env: str) -> Worker:
-        log = artifacts_dir / f"tasks-worker-{request.node.name}-{len(started)}.log"
-        worker = Worker({**subprocess_env, **extra_env}, log)
-        started.append(worker)
-        return worker
+    def start(**extra_env: str) -> Process:
+        name = f"tasks-worker-{request.node.name}-{len(group.processes)}"
+        return group.worker(name, role="jobs", concurrency=1, **extra_env)
 
     yield start
-    for worker in started:
-        worker.stop()
+    group.stop_all()
 
 
 def import_job(data: bytes, file_format: str = "", name: str = "upload.ndjson") -> Any:

@@ -1,0 +1,373 @@
+"""The one harness the system tests, the stats and jobs tests and the benchmarks share: the
+environment of an isolated run, its database and Redis, Messy's processes started through the
+run scripts as operators start them, the local S3 server, free ports, and the table reset.
+
+Plain Python on purpose (no pytest, no Django settings at import), so `bench/` uses it too:
+`from tests.harness import BENCH, ProcessGroup, ...`.
+
+Where runs keep their state is said once, in the RunConfig constants below. Redis is found
+through MESSY_TEST_REDIS_STAGING and MESSY_TEST_REDIS_BROKER (server URLs without a database
+number, default the machine's Redis), so pointing every run at other Redis servers is one
+change of environment."""
+
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+REDIS_STAGING_SERVER = os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0.0.1:6379").rstrip("/")
+REDIS_BROKER_SERVER = os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6379").rstrip("/")
+# Nothing listens on port 1: a run that must not reach an S3 server fails at once there.
+S3_UNREACHABLE = "http://127.0.0.1:1"
+
+# Variables the parent's environment may set that would leak another namespace or another
+# server into an isolated run; run_env drops them and sets its own.
+_NOT_INHERITED = ("DJANGO_", "POSTGRES_", "REDIS_", "CELERY_", "MEMCACHED_", "S3_", "MESSY_", "WEB_", "WORKER_")
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the environment of an isolated run ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where one isolated run keeps its state: a database, two Redis databases (the staging
+    stream on `redis_db`, the Celery broker on the one after it), a key prefix for Redis and
+    memcached, and an S3 bucket. `extra` are settings the run wants on top (LOG_LEVEL, ...)."""
+
+    database: str
+    redis_db: int
+    key_prefix: str
+    bucket: str
+    s3_endpoint: str = S3_UNREACHABLE
+    memcached_servers: str = "127.0.0.1:11211"
+    postgres_port: int = 5432
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def staging_url(self) -> str:
+        return f"{REDIS_STAGING_SERVER}/{self.redis_db}"
+
+    @property
+    def broker_url(self) -> str:
+        return f"{REDIS_BROKER_SERVER}/{self.redis_db + 1}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a process of this run: the parent's, minus every Messy, Django
+        and service variable, plus this run's (local.sh ignored: the run brings its own)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+        env.update(
+            MESSY_NO_LOCAL_SH="1",
+            DJANGO_SETTINGS_MODULE="project.settings",
+            DJANGO_SECRET_KEY="harness-only-not-a-secret",
+            POSTGRES_DB=self.database,
+            POSTGRES_PORT=str(self.postgres_port),
+            REDIS_URL=self.staging_url,
+            CELERY_BROKER_URL=self.broker_url,
+            REDIS_KEY_PREFIX=self.key_prefix,
+            MEMCACHED_SERVERS=self.memcached_servers,
+            MEMCACHED_KEY_PREFIX=self.key_prefix,
+            S3_ENDPOINT_URL=self.s3_endpoint,
+            S3_BUCKET=self.bucket,
+            WEB_ACCESS_LOG="off",
+            PYTHONUNBUFFERED="1",
+            PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        )
+        env.update(self.extra)
+        env.update(extra)
+        return env
+
+
+# Every isolated run, in one place: two runs that must not meet differ in database, Redis
+# databases and prefix here. (The unit tests' namespace is project/settings_test.py's.) Two
+# runs of the system tests at once (two checkouts on one machine) must not share a database
+# or Redis databases: each resets them; the second sets MESSY_SYSTEM_DB and MESSY_SYSTEM_REDIS_DB.
+SYSTEM = RunConfig(
+    database=os.environ.get("MESSY_SYSTEM_DB", "messy_system_test"),
+    redis_db=int(os.environ.get("MESSY_SYSTEM_REDIS_DB", "8")),
+    key_prefix="messy-sys",
+    bucket="messy-system-test",
+    extra={
+        # Fast recovery, so a test sees a dead worker's batch taken over within seconds.
+        "MESSY_DRAIN_RECLAIM_IDLE_MS": "3000",
+        "MESSY_DRAIN_SLOT_TTL": "4",
+        "MESSY_DRAIN_BATCH_SIZE": "500",
+        "LOG_LEVEL": "INFO",
+    },
+)
+BENCH = RunConfig(
+    database="messy_bench",
+    redis_db=6,
+    key_prefix="messy-bench",
+    bucket="messy-bench-stats",
+    extra={"MESSY_BENCH_ENDPOINTS": "1", "MESSY_BACKLOG_MAX": "100000000", "LOG_LEVEL": "WARNING"},
+)
+
+
+# --- database and Redis ------------------------------------------------------------------------
+
+
+def _admin_sql(statement: str, port: int) -> None:
+    admin = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=5)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(statement)
+    admin.close()
+
+
+def database_create(config: RunConfig) -> None:
+    """The run's database, dropped and made again, migrated by the project's own manage.py
+    (schedules and seed rows included, as a deploy has them)."""
+    database_drop(config)
+    _admin_sql(f'CREATE DATABASE "{config.database}"', config.postgres_port)
+    subprocess.run(
+        [str(VENV_BIN / "python"), "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=config.env(),
+        check=True,
+        timeout=300,
+    )
+
+
+def database_drop(config: RunConfig) -> None:
+    _admin_sql(f'DROP DATABASE IF EXISTS "{config.database}" WITH (FORCE)', config.postgres_port)
+
+
+def db_connect(config: RunConfig) -> psycopg2.extensions.connection:
+    """An autocommit connection to the run's database."""
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=config.postgres_port, user="postgres", dbname=config.database, connect_timeout=5
+    )
+    connection.autocommit = True
+    return connection
+
+
+def redis_reset(config: RunConfig) -> None:
+    """Empty the run's staging and broker databases."""
+    for url in (config.staging_url, config.broker_url):
+        redis.Redis.from_url(url).flushdb()
+
+
+def project_tables() -> list[str]:
+    """Every table of the project's own apps (the apps whose code is in this repository):
+    their models and many-to-many tables, read from Django's model registry, so a new model is
+    reset without anyone listing it. Django's and django_celery_beat's tables (users, the
+    schedules the migrations made) are not among them.
+
+    In a process without Django (the benchmark's driver) a child process reads the registry."""
+    from django.apps import apps
+
+    if not apps.ready:
+        return _project_tables_from_child()
+    return sorted(
+        model._meta.db_table
+        for config in project_apps()
+        for model in config.get_models(include_auto_created=True)
+        if model._meta.managed and not model._meta.proxy
+    )
+
+
+def project_apps() -> list[Any]:
+    """The installed Django apps whose code is in this repository (not Django's, not a
+    package's)."""
+    from django.apps import apps
+
+    return [config for config in apps.get_app_configs() if Path(config.path).parent == ROOT]
+
+
+@functools.cache
+def _project_tables_from_child() -> list[str]:
+    script = (
+        "import django, json; django.setup(); from tests.harness import project_tables as t; print(json.dumps(t()))"
+    )
+    output = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", script],
+        cwd=ROOT,
+        env=RunConfig(database="unused", redis_db=0, key_prefix="unused", bucket="unused").env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def tables_truncate_sql() -> str:
+    return "TRUNCATE " + ", ".join(f'"{table}"' for table in project_tables())
+
+
+def tables_reset(config: RunConfig) -> None:
+    """Empty every table of the project's apps in the run's database (see project_tables)."""
+    connection = db_connect(config)
+    with connection.cursor() as cursor:
+        cursor.execute(tables_truncate_sql())
+    connection.close()
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+class Process:
+    """One command in a process group of its own, so kill -9 takes its children too (a
+    gunicorn's or a Celery worker's pool), as a machine failure would."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path | None) -> None:
+        self.log = log
+        out = log.open("ab") if log else None
+        try:
+            self.popen = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdout=out or subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if out:
+                out.close()  # the child has its own copy
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill9(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(30)
+
+    def stop(self, timeout: float = 15) -> None:
+        """TERM (a warm shutdown for Celery and gunicorn), then KILL if it lingers."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+class ProcessGroup:
+    """Messy's processes of one run, started through the run scripts with `env`, each logging
+    to `<logs>/<name>.log` (or nowhere when logs is None). stop_all() ends every one left."""
+
+    def __init__(self, env: dict[str, str], logs: Path | None = None) -> None:
+        self.env = env
+        self.logs = logs
+        self.processes: dict[str, Process] = {}
+
+    def start(self, name: str, args: list[str], **extra_env: str) -> Process:
+        assert name not in self.processes, f"{name} is started already"
+        log = self.logs / f"{name}.log" if self.logs else None
+        process = Process(args, {**self.env, **extra_env}, log)
+        self.processes[name] = process
+        return process
+
+    def web(self, port: int, processes: int = 2, name: str = "web", **extra_env: str) -> Process:
+        """./runserver.sh (gunicorn) on 127.0.0.1:port, once it listens."""
+        process = self.start(
+            name, ["./runserver.sh"], MESSY_BIND=f"127.0.0.1:{port}", WEB_PROCESSES=str(processes), **extra_env
+        )
+        wait_for_port(port, timeout=30)
+        return process
+
+    def worker(
+        self, name: str = "worker", role: str = "ingest", concurrency: int | None = None, **extra_env: str
+    ) -> Process:
+        """./runworker.sh ROLE: "ingest" (ingest and stats queues), "jobs" or "all", with
+        `concurrency` pool processes per pool (None: the script's default)."""
+        sizes = {}
+        if concurrency is not None:
+            sizes = {"WORKER_INGEST_CONCURRENCY": str(concurrency), "WORKER_JOBS_CONCURRENCY": str(concurrency)}
+        return self.start(name, ["./runworker.sh", role], **{**sizes, **extra_env})
+
+    def beat(self, name: str = "beat", **extra_env: str) -> Process:
+        return self.start(name, ["./runbeat.sh"], **extra_env)
+
+    def memcached(self, port: int, name: str = "memcached") -> Process:
+        """A private memcached, so a test may kill and restart it."""
+        process = self.start(name, ["memcached", "-u", "nobody", "-l", "127.0.0.1", "-p", str(port)])
+        wait_for_port(port)
+        return process
+
+    def log(self, name: str) -> str:
+        assert self.logs is not None
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def kill(self, name: str) -> None:
+        """kill -9 the process and everything it forked."""
+        self.processes.pop(name).kill9()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.popen.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        while self.processes:
+            _, process = self.processes.popitem()
+            process.stop()
+
+
+# --- the local S3 server -------------------------------------------------------------------------
+
+
+class S3Server:
+    """The local S3-compatible server, on 127.0.0.1:port. The only place that knows which
+    server that is: moto's standalone server for now. MOTO_DISABLE_GLOBAL_CORS makes it answer
+    CORS from the bucket's rules only, as AWS does (by default it allows every origin)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        moto = Path(sys.executable).parent / "moto_server"
+        return [str(moto), "-H", "127.0.0.1", "-p", str(self.port)], {"MOTO_DISABLE_GLOBAL_CORS": "1"}
+
+    def start(self) -> "S3Server":
+        args, env = self._command()
+        self.process = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop it; its buckets are gone (a started server is empty)."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
