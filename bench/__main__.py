@@ -19,17 +19,17 @@ the web tier is measured alone; the persist rate is measured alone too. Options:
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from bench import end_to_end, env
+from bench import end_to_end, publish
 from bench.http import MESSAGE, hey_latency, wrk_rate
+from tests.harness import BENCH, ROOT, ProcessGroup, database_create, free_port, redis_reset
 
-RESULTS = env.ROOT / "bench-results"
+RESULTS = ROOT / "bench-results"
 
 
 def main() -> None:
@@ -49,14 +49,12 @@ def main() -> None:
         lines.append(line)
 
     report("machine", f"{os.cpu_count()} cores, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    env.database_reset()
-    env.redis_reset()
-    port = env.free_port()
-    web = env.Process(
-        ["./runserver.sh"], MESSY_BIND=f"127.0.0.1:{port}", WEB_PROCESSES=str(args.web_processes), WEB_ACCESS_LOG="off"
-    )
+    database_create(BENCH)
+    redis_reset(BENCH)
+    port = free_port()
+    processes = ProcessGroup(BENCH.env())
     try:
-        env.wait_for_http(port)
+        processes.web(port, args.web_processes)
         base = f"http://127.0.0.1:{port}"
         single = json.dumps(MESSAGE)
         report("web server", f"gunicorn, {args.web_processes} sync worker processes")
@@ -81,16 +79,16 @@ def main() -> None:
             f"{batch_rate * batch_size:,.0f} messages/s ({batch_errors} non-2xx) (target: at least 50,000)",
         )
         if args.end_to_end_seconds:
-            end_to_end.run(report, base, 0.8, args.end_to_end_seconds)
+            end_to_end.run(report, processes, base, 0.8, args.end_to_end_seconds)
     finally:
-        web.stop()
+        processes.stop_all()
 
-    env.redis_reset()
+    redis_reset(BENCH)
     output = subprocess.run(
         [sys.executable, "-m", "bench.persist", str(args.persist)],
-        cwd=env.ROOT,
+        cwd=ROOT,
         # Throughput, not the drain's idle wait for more messages at the end of each run.
-        env=env.bench_env(MESSY_DRAIN_IDLE_WAIT_MS="0"),
+        env=BENCH.env(MESSY_DRAIN_IDLE_WAIT_MS="0"),
         capture_output=True,
         text=True,
         check=True,
@@ -103,16 +101,11 @@ def main() -> None:
     )
 
     if not args.skip_publish:
-        try:
-            publish = importlib.import_module("bench.publish")
-        except ImportError:
-            report("stats publish", "bench/publish.py not present")
-        else:
-            publish.run(report)
+        publish.run(report)
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(env.ROOT)}")
+    print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 the time at 10 thousand.
 
 Everything happens on the side: a database of its own (created, migrated, dropped), a Redis
-namespace of its own, and a local S3-compatible server (moto) on a free port. The messages
+namespace of its own, and the local S3-compatible server (tests/harness.py) on a free port. The messages
 are generated in SQL with generate_series straight into the message table (about 50 s for
 10 million), and the rollups are computed from them by the same recount `stats_reconcile
 --fix` runs, so they are exactly what the drains would have built.
@@ -17,14 +17,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-import psycopg2
+from tests.harness import BENCH, ROOT, S3Server, database_create, database_drop, tables_truncate_sql
 
-from bench import env
-
-DATABASE = "messy_bench_publish"
-BUCKET = "messy-bench-stats"
+# The benchmark's namespace, with a database of its own, dropped after the run.
+PUBLISH = replace(
+    BENCH,
+    database="messy_bench_publish",
+    key_prefix="messy-bench-publish",
+    # Loading ten million rows is one long statement.
+    extra={**BENCH.extra, "POSTGRES_STATEMENT_TIMEOUT_MS": "0"},
+)
 SIZES = (10_000, 10_000_000)
 RUNS = 15
 WARM_UP_RUNS = 3
@@ -46,60 +51,24 @@ FROM generate_series(1::bigint, %(count)s) i
 """
 
 
-def _admin(statement: str) -> None:
-    connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=5)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(statement)
-    connection.close()
-
-
-def _child_env(s3_endpoint: str) -> dict[str, str]:
-    return env.bench_env(
-        POSTGRES_DB=DATABASE,
-        # Loading ten million rows is one long statement.
-        POSTGRES_STATEMENT_TIMEOUT_MS="0",
-        S3_ENDPOINT_URL=s3_endpoint,
-        S3_PUBLIC_ENDPOINT_URL=s3_endpoint,
-        S3_BUCKET=BUCKET,
-        REDIS_KEY_PREFIX="messy-bench-publish",
-    )
-
-
 def run(report: Callable[[str, str], None]) -> None:
     """Measure in a child process (Django, on the bench database) and report the figures."""
-    s3_port = env.free_port()
-    s3_endpoint = f"http://127.0.0.1:{s3_port}"
-    s3 = subprocess.Popen(
-        [str(env.ROOT / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    _admin(f"CREATE DATABASE {DATABASE}")
+    s3 = S3Server().start()
+    config = replace(PUBLISH, s3_endpoint=s3.endpoint)
     try:
-        env.wait_for_http(s3_port)
-        child_env = _child_env(s3_endpoint)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=env.ROOT,
-            env=child_env,
-            check=True,
-            timeout=300,
-        )
+        database_create(config)
         output = subprocess.run(
             [sys.executable, "-m", "bench.publish", "--measure"],
-            cwd=env.ROOT,
-            env=child_env,
+            cwd=ROOT,
+            env=config.env(),
             stdout=subprocess.PIPE,
             text=True,
             check=True,
             timeout=900,
         ).stdout
     finally:
-        _admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        s3.terminate()
-        s3.wait(10)
+        database_drop(config)
+        s3.stop()
     figures = json.loads(output.strip().splitlines()[-1])
     small, large = (figures[str(size)] for size in SIZES)
     for size, figure in ((SIZES[0], small), (SIZES[1], large)):
@@ -122,9 +91,7 @@ def _load(count: int) -> float:
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE message, stats_state_count, stats_city_count, stats_user_count, stats_minute_count, stats_totals"
-        )
+        cursor.execute(tables_truncate_sql())
         # Not crash-safe, and it need not be: the database is dropped after the run.
         cursor.execute("ALTER TABLE message SET UNLOGGED")
         # Building the username indexes once afterwards is about twice as fast as updating
@@ -158,8 +125,8 @@ def measure() -> dict[str, dict[str, float]]:
     import django
 
     django.setup()
-    from project.redis import redis_client
     from messages.models import Message
+    from project.redis import redis_client
     from stats.selectors import published_marker_key, stats_blob_build
     from stats.services.publish import stats_publish
 
