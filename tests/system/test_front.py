@@ -1,0 +1,128 @@
+"""The front door (scripts/front.sh: nginx) in front of gunicorn, as make run starts it: slow
+clients cannot hold the web processes, limits answer in JSON, static files are served."""
+
+import concurrent.futures
+import http.client
+import json
+import socket
+import time
+
+import pytest
+
+from tests.harness import free_port, wait_for_port
+from tests.system.stack import message_body
+
+pytestmark = pytest.mark.system
+
+STALLED_HEADERS = (
+    b"POST /message/write/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 200\r\n\r\n{"username": '
+)
+
+
+def stalled_clients(port: int, count: int) -> list[socket.socket]:
+    """Connections that send their headers and the start of a body, then nothing more."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        client.sendall(STALLED_HEADERS)
+        clients.append(client)
+    return clients
+
+
+def timed_write(port: int, i: int) -> tuple[int, float]:
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", "/message/write/", json.dumps(message_body(i)), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - started
+    except (TimeoutError, OSError):
+        return 0, time.perf_counter() - started
+    finally:
+        connection.close()
+
+
+def test_two_hundred_stalled_uploads_do_not_hold_up_normal_writes(stack):
+    stack.start_web(processes=2)
+    stack.start_worker()
+    stack.start_front()
+    stalled = stalled_clients(stack.front_port, 200)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: timed_write(stack.front_port, i), range(500)))
+    finally:
+        for client in stalled:
+            client.close()
+    statuses = [status for status, _ in answers]
+    latencies = sorted(seconds for _, seconds in answers)
+    assert statuses.count(202) == 500, {s: statuses.count(s) for s in set(statuses)}
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    assert p99 < 0.1, f"p99 {p99 * 1000:.0f} ms"
+
+
+def test_without_the_front_door_a_few_stalled_uploads_hold_every_web_process(stack):
+    """Why the front door is there: gunicorn's sync processes each wait on a stalled body."""
+    stack.start_web(processes=2)
+    stalled = stalled_clients(stack.web_port, 4)
+    try:
+        status, seconds = timed_write(stack.web_port, 1)
+    finally:
+        for client in stalled:
+            client.close()
+    assert status != 202 or seconds > 5, f"answered {status} in {seconds:.1f} s"
+
+
+def test_the_front_door_answers_its_own_refusals_in_json(stack):
+    stack.start_web(processes=1)
+    stack.start_front()
+    connection = http.client.HTTPConnection("127.0.0.1", stack.front_port, timeout=10)
+    connection.request("POST", "/message/write/", b"x" * 40_000, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"] == "body_too_large"
+    connection.close()
+
+
+def test_one_address_over_its_rate_gets_429_with_retry_after(stack, tmp_path):
+    stack.start_web(processes=1)
+    port = free_port()
+    stack.start(
+        "front-limited",
+        ["./scripts/front.sh"],
+        FRONT_BIND=f"127.0.0.1:{port}",
+        FRONT_UPSTREAMS=f"127.0.0.1:{stack.web_port}",
+        FRONT_RUN_DIR=str(tmp_path),
+        FRONT_RATE_PER_IP="2",
+        FRONT_BURST_PER_IP="3",
+        FRONT_ACCESS_LOG="off",
+    )
+    tmp_path.chmod(0o755)
+    wait_for_port(port)
+    answers = []
+    for _ in range(10):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        answers.append((response.status, response.getheader("Retry-After"), response.read()))
+        connection.close()
+    limited = [answer for answer in answers if answer[0] == 429]
+    assert limited, [status for status, _, _ in answers]
+    _, retry_after, body = limited[0]
+    assert retry_after == "1"
+    assert json.loads(body)["error"] == "rate_limited"
+
+
+def test_the_front_door_serves_the_collected_static_files(stack):
+    stack.start_web(processes=1)
+    stack.start_front()
+    connection = http.client.HTTPConnection("127.0.0.1", stack.front_port, timeout=10)
+    connection.request("GET", "/static/admin/css/base.css")
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    assert response.status == 200, "run collectstatic (scripts/test.sh does)"
+    assert response.getheader("Content-Type") == "text/css"
+    assert response.getheader("Server") == "nginx"
+    assert b"body" in body
