@@ -93,7 +93,9 @@ class Stack(ProcessGroup):
         return db_connect(self.config)
 
     def staging_redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.config.staging_url)
+        """The staging Redis the processes started from now on use (a test may point `env`
+        at a Redis server of its own)."""
+        return redis.Redis.from_url(self.env["REDIS_URL"])
 
 
 class PrivatePostgres:
