@@ -126,3 +126,40 @@ def test_the_front_door_serves_the_collected_static_files(stack):
     assert response.getheader("Content-Type") == "text/css"
     assert response.getheader("Server") == "nginx"
     assert b"body" in body
+
+
+def test_access_logs_name_the_path_but_not_the_query_string(stack, tmp_path):
+    """A GET write carries the message in its query and a job page link a signed token: the
+    access logs of the front door and of gunicorn keep neither."""
+    web_log, front_log = tmp_path / "web-access.log", tmp_path / "front-access.log"
+    stack.web(stack.web_port, processes=1, WEB_ACCESS_LOG=str(web_log))
+    port = free_port()
+    run_dir = tmp_path / "front"
+    run_dir.mkdir()
+    run_dir.chmod(0o755)
+    stack.start(
+        "front-logged",
+        ["./scripts/front.sh"],
+        FRONT_BIND=f"127.0.0.1:{port}",
+        FRONT_UPSTREAMS=f"127.0.0.1:{stack.web_port}",
+        FRONT_RUN_DIR=str(run_dir),
+        FRONT_ACCESS_LOG=str(front_log),
+    )
+    wait_for_port(port)
+    secrets = {"username": "ada-private", "city": "Secretville", "state": "SX", "message": "very-private-text"}
+    for path in (
+        "/message/write/?" + "&".join(f"{name}={value}" for name, value in secrets.items()),
+        "/tasks/01a213cd-2f86-7b2e-8a01-cc33c932aa4d/?t=signed-page-token-value",
+    ):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", path)
+        connection.getresponse().read()
+        connection.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (web_log.exists() and web_log.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    for log in (web_log, front_log):
+        text = log.read_text()
+        assert "/message/write/" in text and "/tasks/" in text, text
+        for secret in (*secrets.values(), "signed-page-token-value"):
+            assert secret not in text, f"{log.name} holds {secret!r}"
