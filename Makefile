@@ -51,7 +51,7 @@ format: install
 
 bench: migrate
 	./scripts/services.sh wrk hey
-	$(PY) -m bench $(BENCH_ARGS)
+	./scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# make bench: the benchmarks against Messy's own Redis servers (deploy/redis.conf, as make run
+# configures them: append-only file with an fsync every second), started fresh for this run
+# in var/redis-bench and stopped afterwards. Arguments go to python -m bench.
+set -euo pipefail
+export MESSY_NO_LOCAL_SH=1  # the benchmark brings its own settings (tests/harness.py BENCH)
+. "$(dirname "$0")/common.sh"
+. "$MESSY_ROOT/scripts/redis-pair.sh"
+
+export MESSY_TEST_REDIS_STAGING="${MESSY_BENCH_REDIS_STAGING:-redis://127.0.0.1:6394}"
+export MESSY_TEST_REDIS_BROKER="${MESSY_BENCH_REDIS_BROKER:-redis://127.0.0.1:6395}"
+redis_pair_start "$MESSY_ROOT/var/redis-bench" "$MESSY_TEST_REDIS_STAGING" "$MESSY_TEST_REDIS_BROKER"
+python -m bench "$@"
