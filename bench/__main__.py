@@ -5,8 +5,13 @@
   batch accept rate in messages/s
   persist rate of one worker process in messages/s (rollups included)
   stats publish time at 10 thousand and 10 million messages (bench/publish.py)
+  the accept rate through the front door (nginx) against the same gunicorn directly
+  single and batch accept rates with Redis's appendfsync always against everysec
   end to end: web and one ingest worker under 80% of the peak accept rate for 60 s: backlog
   and accept-to-stored delay (bench/end_to_end.py)
+
+Redis is the project's own (scripts/bench.sh starts it with deploy/redis.conf: append-only
+file, fsync every second), as make run runs it.
 
 The web server is the production one (runserver.sh: gunicorn, sync workers, WEB_PROCESSES),
 with the access log off for both views. No worker runs while accept rates are measured, so
@@ -21,13 +26,18 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import end_to_end, publish
 from bench.http import MESSAGE, hey_latency, wrk_rate
-from tests.harness import BENCH, ROOT, ProcessGroup, database_create, free_port, redis_reset
+from tests.harness import BENCH, ROOT, ProcessGroup, database_create, free_port, redis_reset, wait_for_port
+
+Reporter = Callable[[str, str], None]
 
 RESULTS = ROOT / "bench-results"
 
@@ -73,15 +83,21 @@ def main() -> None:
         )
         batch_size = 500
         batch = json.dumps([{**MESSAGE, "message": f"{MESSAGE['message']} {i}"} for i in range(batch_size)])
+        redis_reset(BENCH)  # the staged backlog so far, so the batches are measured alone
         batch_rate, batch_errors = wrk_rate(f"{base}/message/batch/", batch, args.seconds, connections=8)
         report(
             f"batch accept rate ({batch_size} per request)",
             f"{batch_rate * batch_size:,.0f} messages/s ({batch_errors} non-2xx) (target: at least 50,000)",
         )
+        front_door(report, processes, base, port, single, args.seconds)
+        append_fsync_always(report, processes, base, single, batch, batch_size, args)
+        redis_reset(BENCH)
         if args.end_to_end_seconds:
             end_to_end.run(report, processes, base, 0.8, args.end_to_end_seconds)
     finally:
         processes.stop_all()
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
     redis_reset(BENCH)
     output = subprocess.run(
@@ -106,6 +122,92 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(ROOT)}")
+
+
+# Folders of the extra servers started below, removed at the end of the run.
+scratch: list[str] = []
+
+
+def _scratch_dir(prefix: str) -> str:
+    folder = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(folder, 0o755)  # nginx's workers (nobody) keep request bodies there
+    scratch.append(folder)
+    return folder
+
+
+def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: int, body: str, seconds: int) -> None:
+    """The accept rate through the front door (scripts/front.sh: nginx, as make run starts it)
+    and straight to the same gunicorn, one after the other. The per-address limit is lifted:
+    all of the benchmark's load comes from one address."""
+    port = free_port()
+    processes.start(
+        "front",
+        ["./scripts/front.sh"],
+        FRONT_BIND=f"127.0.0.1:{port}",
+        FRONT_UPSTREAMS=f"127.0.0.1:{web_port}",
+        FRONT_RUN_DIR=_scratch_dir("messy-bench-front-"),
+        FRONT_ACCESS_LOG="off",
+        FRONT_RATE_PER_IP="10000000",
+        FRONT_BURST_PER_IP="10000000",
+    )
+    wait_for_port(port)
+    front = f"http://127.0.0.1:{port}"
+    redis_reset(BENCH)
+    wrk_rate(f"{front}/message/write/", body, 2)
+    direct_rate, _ = wrk_rate(f"{base}/message/write/", body, seconds)
+    front_rate, front_errors = wrk_rate(f"{front}/message/write/", body, seconds)
+    report(
+        "accept rate through the front door / direct",
+        f"{front_rate:,.0f} / {direct_rate:,.0f} req/s = {front_rate / direct_rate:.0%}"
+        f" ({front_errors} non-2xx) (target: at least 90%)",
+    )
+    processes.processes.pop("front").stop()
+
+
+def append_fsync_always(
+    report: Reporter,
+    processes: ProcessGroup,
+    base: str,
+    single: str,
+    batch: str,
+    batch_size: int,
+    args: argparse.Namespace,
+) -> None:
+    """What appendfsync always (an fsync before every answer: nothing acknowledged is lost even
+    to a power cut) costs against the default everysec: the same web tier staging into a second
+    staging Redis started by scripts/redis.sh with REDIS_APPENDFSYNC=always."""
+    redis_port, web_port = free_port(), free_port()
+    always_url = f"redis://127.0.0.1:{redis_port}/0"
+    processes.start(
+        "redis-always",
+        ["./scripts/redis.sh", "staging"],
+        REDIS_URL=always_url,
+        REDIS_DATA_DIR=_scratch_dir("messy-bench-redis-"),
+        REDIS_APPENDFSYNC="always",
+    )
+    wait_for_port(redis_port)
+    processes.web(web_port, args.web_processes, name="web-always", REDIS_URL=always_url)
+    always = f"http://127.0.0.1:{web_port}"
+    wrk_rate(f"{always}/message/write/", single, 2)
+    rates = {}
+    for name, url in (("everysec", base), ("always", always)):
+        redis_reset(BENCH)
+        rates[name] = (
+            wrk_rate(f"{url}/message/write/", single, args.seconds)[0],
+            wrk_rate(f"{url}/message/batch/", batch, args.seconds, connections=8)[0] * batch_size,
+        )
+    report(
+        "single writes, appendfsync always / everysec",
+        f"{rates['always'][0]:,.0f} / {rates['everysec'][0]:,.0f} req/s"
+        f" = {rates['always'][0] / rates['everysec'][0]:.0%}",
+    )
+    report(
+        "batch messages, appendfsync always / everysec",
+        f"{rates['always'][1]:,.0f} / {rates['everysec'][1]:,.0f} messages/s"
+        f" = {rates['always'][1] / rates['everysec'][1]:.0%}",
+    )
+    for name in ("web-always", "redis-always"):
+        processes.processes.pop(name).stop()
 
 
 if __name__ == "__main__":

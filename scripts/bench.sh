@@ -9,5 +9,7 @@ export MESSY_NO_LOCAL_SH=1  # the benchmark brings its own settings (tests/harne
 
 export MESSY_TEST_REDIS_STAGING="${MESSY_BENCH_REDIS_STAGING:-redis://127.0.0.1:6394}"
 export MESSY_TEST_REDIS_BROKER="${MESSY_BENCH_REDIS_BROKER:-redis://127.0.0.1:6395}"
+# Room for everything the benchmark stages with no worker running (the web tier is measured alone).
+export REDIS_MAXMEMORY="${REDIS_MAXMEMORY:-4gb}"
 redis_pair_start "$MESSY_ROOT/var/redis-bench" "$MESSY_TEST_REDIS_STAGING" "$MESSY_TEST_REDIS_BROKER"
 python -m bench "$@"

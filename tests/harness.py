@@ -135,7 +135,13 @@ BENCH = RunConfig(
     redis_db=6,
     key_prefix="messy-bench",
     bucket="messy-bench-stats",
-    extra={"MESSY_BENCH_ENDPOINTS": "1", "MESSY_BACKLOG_MAX": "100000000", "LOG_LEVEL": "WARNING"},
+    # No backpressure: the benchmark stages far more than a deployment's bound, with no worker.
+    extra={
+        "MESSY_BENCH_ENDPOINTS": "1",
+        "MESSY_BACKLOG_MAX": "100000000",
+        "MESSY_BACKLOG_MAX_BYTES": str(16 * 2**30),
+        "LOG_LEVEL": "WARNING",
+    },
 )
 
 
