@@ -1,5 +1,6 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
@@ -43,21 +44,36 @@ class JobAdmin(admin.ModelAdmin):
         self.message_user(request, f"Cancelled {cancelled} job(s) (running ones stop at their next batch).")
 
 
+class ApiTokenForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=ApiToken.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Name every scope the token needs (admin includes the others, on every job).",
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ("name", "scopes", "expires_at", "is_active")
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "is_active", "created_at", "last_used_at")
+    form = ApiTokenForm
+    list_display = ("name", "prefix", "scopes", "is_active", "expires_at", "created_at", "last_used_at")
     list_filter = ("is_active",)
     search_fields = ("name",)
     readonly_fields = ("prefix", "created_at", "last_used_at")
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return ("name",) if obj is None else ("name", "prefix", "is_active", "created_at", "last_used_at")
+        if obj is None:
+            return ("name", "scopes", "expires_at")
+        return ("name", "prefix", "scopes", "expires_at", "is_active", "created_at", "last_used_at")
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, raw = auth.api_token_create(obj.name)
+        token, raw = auth.api_token_create(obj.name, obj.scopes, obj.expires_at)
         obj.pk = token.pk
         # Shown once: only the digest is stored.
         self.message_user(request, f"Token for {token.name}: {raw} — copy it now, it cannot be shown again.")

@@ -7,16 +7,21 @@
   MESSY_JOB_PAGE_TOKEN_MAX_AGE, so a browser can watch the progress page without a header.
   It grants nothing else.
 
-No credentials: 401. Credentials that are wrong, revoked, expired or not staff: 403. Too many
-wrong tokens from one address: 429 (project.ratelimit).
+A token does what its scopes allow (ApiToken.Scope: import, erase, read, admin) until its
+expires_at; a staff session, like an `admin` token, may do everything. Without `admin` a token
+sees and cancels only the jobs it created: others' are 404, as if they did not exist. A
+missing scope is 403 insufficient_scope, an expired token 403 token_expired, both with
+RFC 6750's WWW-Authenticate error (403 rather than 401 for the expired token, like a revoked one).
+
+No credentials: 401. Credentials that are wrong, revoked, expired or not staff: 403.
 """
 
 import functools
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -26,8 +31,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from project.http import ApiError, bearer_token
-from project.ratelimit import auth_failure_note, auth_failures_wait
-from tasks.models import ApiToken
+from tasks.models import ApiToken, Job
 
 TOKEN_PREFIX = "messy_"  # noqa: S105 (a marker that tells tokens apart in logs and leaks scanners)
 _PAGE_SALT = "tasks.job-page"
@@ -37,10 +41,20 @@ def token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def api_token_create(name: str) -> tuple[ApiToken, str]:
-    """A new token; the raw value is returned once and never stored."""
+def api_token_create(name: str, scopes: Iterable[str], expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+    """A new token with these scopes (at least one, named explicitly), valid until expires_at
+    (None: until revoked). The raw value is returned once and never stored."""
+    wanted = set(scopes)
+    if not wanted or not wanted <= set(ApiToken.Scope.values):
+        raise ValueError(f"Name one or more scopes of {', '.join(ApiToken.Scope.values)}.")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(name=name, prefix=raw[: len(TOKEN_PREFIX) + 4], key_hash=token_hash(raw))
+    token = ApiToken.objects.create(
+        name=name,
+        prefix=raw[: len(TOKEN_PREFIX) + 4],
+        key_hash=token_hash(raw),
+        scopes=[scope for scope in ApiToken.Scope.values if scope in wanted],
+        expires_at=expires_at,
+    )
     return token, raw
 
 
@@ -53,6 +67,52 @@ def api_token_used(token: ApiToken) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+
+
+# The scope that creating, and cancelling, a job of each kind takes.
+KIND_SCOPES: dict[str, str] = {Job.Kind.IMPORT: ApiToken.Scope.IMPORT, Job.Kind.ERASE: ApiToken.Scope.ERASE}
+
+
+def _insufficient_scope(scope: str) -> ApiError:
+    return ApiError(
+        403,
+        "insufficient_scope",
+        f"This token lacks the {scope} scope.",
+        headers={"WWW-Authenticate": f'Bearer realm="messy", error="insufficient_scope", scope="{scope}"'},
+    )
+
+
+def token_allows(token: ApiToken, scope: str | None) -> None:
+    """Raise the 403 for an expired token, or one without `scope` (None: any scope will do)."""
+    if token.expired(timezone.now()):
+        raise ApiError(
+            403,
+            "token_expired",
+            "That API token has expired.",
+            headers={"WWW-Authenticate": 'Bearer realm="messy", error="invalid_token", error_description="expired"'},
+        )
+    if scope is not None and not token.has_scope(scope):
+        raise _insufficient_scope(scope)
+
+
+def scope_granted(request: HttpRequest, scope: str) -> bool:
+    """Whether the request's credential has `scope`: a token's scopes, or a staff session's
+    (all of them). A page link has none."""
+    token: ApiToken | None = request.api_token  # type: ignore[attr-defined]
+    return token.has_scope(scope) if token is not None else request.user.is_staff
+
+
+def scope_required(request: HttpRequest, scope: str) -> None:
+    """For a view whose scope depends on what it acts on (cancelling: the job's kind)."""
+    if not scope_granted(request, scope):
+        raise _insufficient_scope(scope)
+
+
+def jobs_owner(request: HttpRequest) -> ApiToken | None:
+    """The token whose own jobs are the only ones this request may see, or None for every job:
+    a staff session, an `admin` token, or a page link (already checked against its one job)."""
+    token: ApiToken | None = request.api_token  # type: ignore[attr-defined]
+    return None if token is None or token.has_scope(ApiToken.Scope.ADMIN) else token
 
 
 def page_token(job_id: uuid.UUID | str) -> str:
@@ -84,10 +144,11 @@ def _csrf_failed(request: HttpRequest) -> bool:
 
 
 def credentials_required(
-    *, page_link: bool = False
+    scope: str | None, *, page_link: bool = False
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Let the view run only for a valid token or staff session (or, with page_link, a signed
-    link to the job named by the view's job_id). Sets request.api_token (None for a session)."""
+    """Let the view run only for a valid token with `scope` (None: the view checks the scope
+    itself, with scope_required) or a staff session (or, with page_link, a signed link to the
+    job named by the view's job_id). Sets request.api_token (None for a session or a link)."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(view)
@@ -95,21 +156,12 @@ def credentials_required(
             request.api_token = None  # type: ignore[attr-defined]
             raw = _bearer(request)
             if raw is not None:
-                # Failed tokens are limited per client address (project.ratelimit).
-                wait = auth_failures_wait("bearer", request)
-                if wait:
-                    raise ApiError(
-                        429,
-                        "too_many_failures",
-                        "Too many invalid tokens from your address; retry later.",
-                        headers={"Retry-After": str(wait)},
-                    )
                 token = ApiToken.objects.filter(key_hash=token_hash(raw), is_active=True).first()
                 if token is None:
-                    auth_failure_note("bearer", request)
                     raise ApiError(403, "invalid_token", "That API token is not valid.")
                 api_token_used(token)
                 request.api_token = token  # type: ignore[attr-defined]
+                token_allows(token, scope)
             elif request.user.is_authenticated:
                 if not request.user.is_staff:
                     raise ApiError(403, "staff_required", "Only staff may use the jobs API.")

@@ -5,29 +5,59 @@ lost, duplicated or redelivered message changes nothing that the row does not al
 """
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
 
+class TokenScope(models.TextChoices):
+    IMPORT = "import", "import: create imports, cancel its own"
+    ERASE = "erase", "erase: create erasures, cancel its own, read the erasure count"
+    READ = "read", "read: list and read its own jobs"
+    ADMIN = "admin", "admin: everything, on every job"
+
+
 class ApiToken(models.Model):
     """A credential for the jobs API. Only a SHA-256 digest of the token is stored: the token
-    has 256 random bits, so a slow password hash would add nothing but latency."""
+    has 256 random bits, so a slow password hash would add nothing but latency.
+
+    A token may do what its scopes name (tasks/auth.py), until it expires. `admin` includes
+    every other scope and every job, as a staff session does; without it a token sees and
+    cancels only the jobs it created.
+    """
+
+    Scope = TokenScope
 
     name = models.CharField(max_length=100, unique=True, help_text="Who or what uses this token.")
     prefix = models.CharField(max_length=16, help_text="The token's first characters, to tell tokens apart.")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = ArrayField(models.CharField(max_length=16, choices=TokenScope.choices), default=list)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Refused from then on; empty: never.")
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "tasks_api_token"
         verbose_name = "API token"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(scopes__contained_by=TokenScope.values) & models.Q(scopes__len__gt=0),
+                name="tasks_api_token_known_scopes",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes or TokenScope.ADMIN in self.scopes
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class Job(models.Model):

@@ -7,15 +7,20 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from project.http import timestamp
-from tasks.models import ErasureTally, Job
+from tasks.models import ApiToken, ErasureTally, Job
 
 
-def job_get(job_id: uuid.UUID) -> Job | None:
-    return Job.objects.filter(pk=job_id).first()
+def _visible(owner: ApiToken | None) -> QuerySet[Job]:
+    """Every job, or only those `owner` created (tasks.auth.jobs_owner)."""
+    return Job.objects.all() if owner is None else Job.objects.filter(created_by_token=owner)
 
 
-def jobs_list(kind: str = "", status: str = "", limit: int = 100) -> QuerySet[Job]:
-    jobs = Job.objects.order_by("-created_at")
+def job_get(job_id: uuid.UUID, owner: ApiToken | None = None) -> Job | None:
+    return _visible(owner).filter(pk=job_id).first()
+
+
+def jobs_list(kind: str = "", status: str = "", limit: int = 100, owner: ApiToken | None = None) -> QuerySet[Job]:
+    jobs = _visible(owner).order_by("-created_at")
     if kind:
         jobs = jobs.filter(kind=kind)
     if status:

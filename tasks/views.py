@@ -14,10 +14,10 @@ from messages.validation import message_validate
 from project.http import ApiError, api_view, json_response, methods
 from project.storage import presigned_get_url
 from tasks import selectors, services
-from tasks.auth import credentials_required, page_token
+from tasks.auth import KIND_SCOPES, credentials_required, jobs_owner, page_token, scope_granted, scope_required
 from tasks.erasing import erasure_job_create
 from tasks.importing import UploadTooLarge, import_job_create
-from tasks.models import Job
+from tasks.models import ApiToken, Job
 from tasks.records import FORMATS
 
 _FORMAT_BY_TYPE = {
@@ -31,8 +31,10 @@ _FORMAT_BY_TYPE = {
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
-def _job_or_404(job_id: uuid.UUID) -> Job:
-    job = selectors.job_get(job_id)
+def _job_or_404(request: HttpRequest, job_id: uuid.UUID) -> Job:
+    """The job, if this request may see it: a token without `admin` sees only its own, and
+    another's is 404 as well, so as not to tell that it exists."""
+    job = selectors.job_get(job_id, owner=jobs_owner(request))
     if job is None:
         raise ApiError(404, "job_not_found", "No job with that id.")
     return job
@@ -87,7 +89,7 @@ def _upload(request: HttpRequest) -> tuple[IO[bytes], str, str]:
 
 @api_view
 @methods("POST")
-@credentials_required()
+@credentials_required(ApiToken.Scope.IMPORT)
 def import_create(request: HttpRequest) -> HttpResponse:
     stream, name, file_format = _upload(request)
     try:
@@ -119,7 +121,7 @@ def _erase_data(request: HttpRequest) -> dict[str, Any]:
 
 @api_view
 @methods("GET", "POST")
-@credentials_required()
+@credentials_required(ApiToken.Scope.ERASE)
 def erase(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return json_response({"erasures_performed": selectors.erasure_count()})
@@ -138,7 +140,7 @@ def erase(request: HttpRequest) -> HttpResponse:
 
 @api_view
 @methods("GET")
-@credentials_required()
+@credentials_required(ApiToken.Scope.READ)
 def jobs_list(request: HttpRequest) -> HttpResponse:
     kind, status = request.GET.get("kind", ""), request.GET.get("status", "")
     if kind and kind not in Job.Kind.values:
@@ -149,23 +151,24 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
         raise ApiError(
             400, "invalid_filter", "Unknown status.", fields={"status": [f"One of {', '.join(Job.Status.values)}."]}
         )
-    jobs = selectors.jobs_list(kind=kind, status=status)
+    jobs = selectors.jobs_list(kind=kind, status=status, owner=jobs_owner(request))
     erasures = selectors.erasure_count()
     return json_response({"jobs": [selectors.job_json(job, erasures=erasures) for job in jobs]})
 
 
 @api_view
 @methods("GET")
-@credentials_required(page_link=True)
+@credentials_required(ApiToken.Scope.READ, page_link=True)
 def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    return json_response(selectors.job_json(_job_or_404(job_id)), headers={"Cache-Control": "no-store"})
+    return json_response(selectors.job_json(_job_or_404(request, job_id)), headers={"Cache-Control": "no-store"})
 
 
 @api_view
 @methods("POST")
-@credentials_required()
+@credentials_required(None)
 def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    job = _job_or_404(job_id)
+    job = _job_or_404(request, job_id)
+    scope_required(request, KIND_SCOPES[job.kind])
     if not services.job_cancel(job):
         raise ApiError(409, "job_finished", f"The job has already {job.status}.")
     job.refresh_from_db()
@@ -174,9 +177,9 @@ def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 @api_view
 @methods("GET")
-@credentials_required(page_link=True)
+@credentials_required(ApiToken.Scope.READ, page_link=True)
 def job_report(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    job = _job_or_404(job_id)
+    job = _job_or_404(request, job_id)
     if not job.result_key:
         raise ApiError(404, "no_report", "This job has no report (yet).")
     return HttpResponseRedirect(presigned_get_url(job.result_key, settings.MESSY_JOB_REPORT_URL_EXPIRY))
@@ -184,11 +187,11 @@ def job_report(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 @api_view
 @methods("GET")
-@credentials_required(page_link=True)
+@credentials_required(ApiToken.Scope.READ, page_link=True)
 def job_page(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    job = _job_or_404(job_id)
-    # Cancelling takes what job_cancel takes (a token or a staff session), never the link alone.
-    can_cancel = request.api_token is not None or request.user.is_staff  # type: ignore[attr-defined]
+    job = _job_or_404(request, job_id)
+    # Cancelling takes what job_cancel takes (the kind's scope, or staff), never the link alone.
+    can_cancel = scope_granted(request, KIND_SCOPES[job.kind])
     context = {"job": job, "link_token": request.GET.get("t", ""), "can_cancel": can_cancel}
     response = render(request, "tasks/job.html", context)
     # The link's token must not travel on to S3 (the report download) in a Referer header.

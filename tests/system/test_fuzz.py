@@ -71,7 +71,15 @@ def fuzz(system_database, s3_server, artifacts_dir) -> Iterator[Target]:
         stack.worker("worker", role="all", concurrency=1)
         url = stack.start_front()
         token = subprocess.run(
-            [str(harness.VENV_BIN / "python"), "manage.py", "api_token", "create", f"fuzz-{time.time_ns()}"],
+            [
+                str(harness.VENV_BIN / "python"),
+                "manage.py",
+                "api_token",
+                "create",
+                f"fuzz-{time.time_ns()}",
+                "--scope",
+                "admin",
+            ],
             cwd=harness.ROOT,
             env=stack.env,
             capture_output=True,

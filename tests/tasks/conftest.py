@@ -25,7 +25,8 @@ def s3(s3_server: str) -> str:
 
 @pytest.fixture
 def token() -> str:
-    _, raw = auth.api_token_create(f"test-{uuid.uuid4().hex[:8]}")
+    """An admin token: every scope, every job (tests/tasks/test_scopes.py narrows them)."""
+    _, raw = auth.api_token_create(f"test-{uuid.uuid4().hex[:8]}", ["admin"])
     return raw
 
 

@@ -69,7 +69,7 @@ def test_only_a_digest_of_a_token_is_stored(token):
 
 
 def test_the_command_creates_a_working_token_and_lists_it(capsys):
-    call_command("api_token", "create", "ci")
+    call_command("api_token", "create", "ci", "--scope", "read")
     raw = capsys.readouterr().out.strip()
     assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/tasks/jobs/").status_code == 200
     call_command("api_token", "list")
@@ -122,7 +122,7 @@ def test_the_admin_lists_jobs_tokens_and_searchable_messages_and_shows_a_new_tok
         assert client.get(path).status_code == 200, path
     found = client.get("/admin/messy_messages/message/", {"q": "findme"}).content.decode()
     assert "findme" in found and "other" not in found
-    response = client.post("/admin/tasks/apitoken/add/", {"name": "from-admin"}, follow=True)
+    response = client.post("/admin/tasks/apitoken/add/", {"name": "from-admin", "scopes": ["read"]}, follow=True)
     shown = [str(m) for m in response.context["messages"]]
     raw = next(m.split(": ", 1)[1].split(" ")[0] for m in shown if m.startswith("Token for from-admin"))
     assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/tasks/jobs/").status_code == 200
