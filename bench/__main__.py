@@ -7,6 +7,7 @@
   stats publish time at 10 thousand and 10 million messages (bench/publish.py)
   the accept rate through the front door (nginx) against the same gunicorn directly
   single and batch accept rates with Redis's appendfsync always against everysec
+  single-message accept rate with the per-client quota check against without (MESSY_QUOTA_RATE=0)
   end to end: web and one ingest worker under 80% of the peak accept rate for 60 s: backlog
   and accept-to-stored delay (bench/end_to_end.py)
 
@@ -42,6 +43,32 @@ Reporter = Callable[[str, str], None]
 RESULTS = ROOT / "bench-results"
 
 
+# The benchmark's web server runs with quotas on (as by default) but never binding: every
+# figure includes the quota check, and quota_cost() compares it with a server without one.
+UNBOUND_QUOTA = "1000000000"
+
+
+def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, seconds: int, web: int) -> None:
+    """The per-client quota check's cost: the single-write accept rate of the benchmark's server
+    (quotas on) against a second server of the same size with MESSY_QUOTA_RATE=0, measured
+    alternately (on, off, on, off) in the same run, each on an emptied backlog."""
+    port = free_port()
+    processes.web(port, web, name="web-quota-off", MESSY_QUOTA_RATE="0")
+    off = f"http://127.0.0.1:{port}/message/write/"
+    wrk_rate(off, body, 2)  # warm up
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(2):
+        for name, url in (("on", f"{base}/message/write/"), ("off", off)):
+            redis_reset(BENCH)
+            rates[name].append(wrk_rate(url, body, seconds)[0])
+    processes.processes.pop("web-quota-off").stop()
+    on_rate, off_rate = (sum(rates[name]) / len(rates[name]) for name in ("on", "off"))
+    report(
+        "per-client quota check: accept rate on / off",
+        f"{on_rate:,.0f} / {off_rate:,.0f} req/s = {on_rate / off_rate:.1%} (target: at least 95%)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -62,7 +89,8 @@ def main() -> None:
     database_create(BENCH)
     redis_reset(BENCH)
     port = free_port()
-    processes = ProcessGroup(BENCH.env())
+    # Quotas on (as by default) but never binding, so every figure includes the quota check.
+    processes = ProcessGroup(BENCH.env(MESSY_QUOTA_RATE=UNBOUND_QUOTA, MESSY_QUOTA_BURST=UNBOUND_QUOTA))
     try:
         processes.web(port, args.web_processes)
         base = f"http://127.0.0.1:{port}"
@@ -92,6 +120,7 @@ def main() -> None:
         front_door(report, processes, base, port, single, args.seconds)
         append_fsync_always(report, processes, base, single, batch, batch_size, args)
         redis_reset(BENCH)
+        quota_cost(report, processes, base, single, args.seconds, args.web_processes)
         if args.end_to_end_seconds:
             end_to_end.run(report, processes, base, 0.8, args.end_to_end_seconds)
     finally:

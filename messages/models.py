@@ -18,6 +18,10 @@ class Message(models.Model):
     message = models.TextField()
     accepted_at = models.DateTimeField(help_text="When the web process accepted the message.")
     stored_at = models.DateTimeField(help_text="When a worker stored it.")
+    # The client's own timestamp, when it sent one. The stats keep counting by accepted_at: an
+    # import sets accepted_at to a record's sent_at (its history keeps its own minutes), while a
+    # live write's accepted_at is the server's, so the timeline stays the rate of acceptance.
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When the client says it sent the message.")
 
     class Meta:
         db_table = "message"

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 import redis
@@ -40,6 +40,7 @@ class StagedPayload(TypedDict):
     state: str
     message: str
     accepted_at: int  # Unix milliseconds, when the web process (or the import) accepted it
+    sent_at: NotRequired[int]  # Unix milliseconds, when the client says it sent it (optional)
 
 
 _PAYLOAD_TEXT_FIELDS = ("id", "username", "city", "state", "message")
@@ -53,14 +54,22 @@ def payload_decode(raw: bytes) -> StagedPayload:
         if not isinstance(payload[name], str):
             raise TypeError(name)
     payload["accepted_at"] = int(payload["accepted_at"])
+    if "sent_at" in payload:
+        payload["sent_at"] = int(payload["sent_at"])
     return payload
 
 
 CONSUMER_GROUP = "persisters"
 
-# One round trip per write request: idempotent replay, backpressure (entries and bytes), the
-# append itself and "is a drain already scheduled?" happen atomically. (The accepted count needs
-# no counter of its own: it is the stream's entries-added.)
+# One round trip per write request: idempotent replay, the client's quota, backpressure (entries
+# and bytes), the append itself and "is a drain already scheduled?" happen atomically. (The
+# accepted count needs no counter of its own: it is the stream's entries-added.)
+#
+# The quota is a token bucket per client (messages.clients.quota_subject): `burst` tokens, refilled
+# at `rate` a second, one spent per accepted message, read and written as one small string
+# "<tokens> <unix ms>" that expires once it would have refilled anyway (an idle client costs
+# nothing). Time is Redis's own (TIME), so the web hosts' clocks do not matter. A refused request
+# (quota, backlog, OOM) spends nothing.
 #
 # Entries are added at the millisecond of their message ids (`<ms>-*`; a request's ids share
 # one millisecond), so a status read finds a staged message from its id alone (entry_find). If
@@ -68,21 +77,39 @@ CONSUMER_GROUP = "persisters"
 # that id and the entries take `*`, which is still later than the ids' time.
 #
 # When Redis is over maxmemory it refuses the script's first write (and only the first: a
-# script that has written may go on), so nothing is half-staged; that is answered "oom".
-# The backpressure counter is best-effort (pcall) for the same reason. The consumer group is
-# made here (when the stream was empty; "BUSYGROUP" otherwise), after the first write, where
-# Redis cannot refuse it: a full Redis refuses XGROUP CREATE from a drain, which without the
-# group could never read the stream that filled it.
+# script that has written may go on). Every check comes before any write, and the first write
+# (the bucket's SET, or the first XADD when quotas are off) is a pcall: refused, it answers
+# "oom" with nothing written, so nothing is half-staged and no token spent. The backpressure
+# counter is best-effort (pcall) for the same reason. The consumer group is made here (when the
+# stream was empty; "BUSYGROUP" otherwise), after the first write, where Redis cannot refuse
+# it: a full Redis refuses XGROUP CREATE from a drain, which without the group could never read
+# the stream that filled it.
 _STAGE_SCRIPT = """
-local stream, slot, idem_key, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, slot, idem_key, metrics, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local backlog_max, backlog_max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 local slot_ttl, idem_ttl, idem_record, entry_ms, group = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local first_payload = 8
+local rate, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
+local first_payload = 10
 if idem_key ~= "" then
   local existing = redis.call("GET", idem_key)
   if existing then return {"replay", existing} end
 end
 local count = #ARGV - first_payload + 1
+local tokens, now_ms = 0, 0
+if rate > 0 then
+  local now = redis.call("TIME")
+  now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  tokens = burst
+  local state = redis.call("GET", bucket)
+  if state then
+    local level, at = string.match(state, "^(%S+) (%S+)$")
+    tokens = math.min(burst, tonumber(level) + math.max(0, now_ms - tonumber(at)) * rate / 1000)
+  end
+  if tokens < count then
+    local wait = math.ceil((math.min(count, burst) - tokens) / rate)
+    return {"quota", tostring(math.floor(tokens)), tostring(math.max(1, wait))}
+  end
+end
 local backlog = redis.call("XLEN", stream)
 local bytes = 0
 if backlog > 0 then bytes = redis.call("MEMORY", "USAGE", stream) or 0 end
@@ -90,6 +117,17 @@ for i = first_payload, #ARGV do bytes = bytes + #ARGV[i] end
 if backlog + count > backlog_max or bytes > backlog_max_bytes then
   redis.pcall("HINCRBY", metrics, "rejected_backpressure", count)
   return {"full", tostring(backlog)}
+end
+local remaining, reset = "", ""
+if rate > 0 then
+  tokens = tokens - count
+  local full_ms = math.ceil((burst - tokens) * 1000 / rate)
+  local spent = redis.pcall("SET", bucket, tostring(tokens) .. " " .. now_ms, "PX", full_ms + 1000)
+  if type(spent) == "table" and spent.err then
+    if string.sub(spent.err, 1, 3) == "OOM" then return {"oom", "0"} end
+    return redis.error_reply(spent.err)
+  end
+  remaining, reset = tostring(math.floor(tokens)), tostring(math.ceil(full_ms / 1000))
 end
 local id_spec = entry_ms .. "-*"
 local added = redis.pcall("XADD", stream, id_spec, "m", ARGV[first_payload])
@@ -103,8 +141,9 @@ for i = first_payload + 1, #ARGV do
 end
 if backlog == 0 then redis.pcall("XGROUP", "CREATE", stream, group, "0") end
 if idem_key ~= "" then redis.call("SET", idem_key, idem_record, "EX", idem_ttl) end
-if redis.call("SET", slot, "web", "NX", "EX", slot_ttl) then return {"staged", "1"} end
-return {"staged", "0"}
+local drain = "0"
+if redis.call("SET", slot, "web", "NX", "EX", slot_ttl) then drain = "1" end
+return {"staged", drain, remaining, reset}
 """
 
 
@@ -127,15 +166,26 @@ def metrics_key() -> str:
 _STAGE = redis_script(_STAGE_SCRIPT)
 
 
+def quota_key(subject: str) -> str:
+    """The token bucket of a client: a write API key's digest, or a client address (the
+    two cannot collide: a digest holds neither "." nor ":")."""
+    return key("quota", subject)
+
+
 @dataclass(frozen=True, slots=True)
 class StageOutcome:
-    """What the stage script did: "staged", "replay" (idempotency hit), "full" (past the
-    backlog bound) or "oom" (Redis is over its maxmemory and refuses writes)."""
+    """What the stage script did: "staged", "replay" (idempotency hit), "quota" (the client's
+    bucket holds too few tokens), "full" (past the backlog bound) or "oom" (Redis is over its
+    maxmemory and refuses writes). With a quota: the tokens left (`remaining`, whole) and
+    `reset`, the seconds until the bucket is full again ("staged") or holds enough for this
+    request ("quota")."""
 
     result: str
     drain_needed: bool = False
     replay_record: bytes | None = None
     backlog: int = 0
+    remaining: int | None = None
+    reset: int | None = None
 
 
 def stage(
@@ -143,10 +193,14 @@ def stage(
     entry_ms: int,
     idempotency_key: str = "",
     idempotency_record: bytes = b"",
+    quota_subject: str = "",
+    quota_rate: float = 0,
+    quota_burst: int = 0,
 ) -> StageOutcome:
     """Append payloads (JSON documents of messages whose ids carry the millisecond entry_ms)
-    to the stream in one atomic step."""
-    keys = [stream_key(), slot_key(0), idempotency_key, metrics_key()]
+    to the stream in one atomic step, spending one token per payload from the bucket of
+    quota_subject (quota_rate 0: no quota)."""
+    keys = [stream_key(), slot_key(0), idempotency_key, metrics_key(), quota_key(quota_subject) if quota_rate else ""]
     args = [
         settings.MESSY_BACKLOG_MAX,
         settings.MESSY_BACKLOG_MAX_BYTES,
@@ -155,23 +209,31 @@ def stage(
         idempotency_record,
         entry_ms,
         CONSUMER_GROUP,
+        quota_rate,
+        quota_burst,
         *payloads,
     ]
     try:
-        result, detail = _STAGE(keys=keys, args=args, client=redis_client())
+        result, detail, *quota = _STAGE(keys=keys, args=args, client=redis_client())
     except redis.exceptions.OutOfMemoryError:  # refused before the script ran (EVALSHA's load)
         return StageOutcome("oom")
     if result == b"replay":
         return StageOutcome("replay", replay_record=detail)
+    if result == b"quota":
+        return StageOutcome("quota", remaining=int(detail), reset=int(quota[0]))
     if result == b"full":
         return StageOutcome("full", backlog=int(detail))
     if result == b"oom":
         return StageOutcome("oom")
+    if quota and quota[0]:
+        return StageOutcome("staged", drain_needed=detail == b"1", remaining=int(quota[0]), reset=int(quota[1]))
     return StageOutcome("staged", drain_needed=detail == b"1")
 
 
-def idempotency_key(api_key: str, client_key: str) -> str:
-    return key("idem", api_key, client_key)
+def idempotency_key(key_digest: str, client_key: str) -> str:
+    """The record of an Idempotency-Key, scoped to the client: its write API key's digest
+    (messages.clients.api_key_digest; never the key itself), or "anon"."""
+    return key("idem", key_digest, client_key)
 
 
 # An idempotency record holds only what a replay needs: a format byte, the request's

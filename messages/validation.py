@@ -4,8 +4,11 @@ Everything PostgreSQL cannot store (NUL bytes, lone surrogates from JSON escapes
 not UTF-8) is refused here, at the edge, so a bad message never reaches a worker.
 """
 
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +23,10 @@ class MessageInput:
     city: str
     state: str
     message: str
+    # The client's own id for the message ("id"), deduplicated per API key (messages.ids.client_message_id).
+    client_id: uuid.UUID | None = None
+    # When the client sent it ("sent_at"), Unix milliseconds.
+    sent_at: int | None = None
 
 
 def _field_error(name: str, value: Any, max_chars: int) -> str | None:
@@ -42,10 +49,54 @@ def _field_error(name: str, value: Any, max_chars: int) -> str | None:
     return None
 
 
-def message_validate(data: Mapping[str, Any]) -> tuple[MessageInput | None, dict[str, list[str]]]:
+def _client_id(value: Any) -> tuple[uuid.UUID | None, str | None]:
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, str) and len(value) <= 45:
+        try:
+            return uuid.UUID(value), None
+        except ValueError:
+            pass
+    return None, "Must be a UUID."
+
+
+def _sent_at(value: Any, history: bool) -> tuple[int | None, str | None]:
+    """Unix ms from epoch milliseconds or ISO 8601 with a zone, within the allowed skew: at most
+    MESSY_SENT_AT_MAX_FUTURE_SECONDS ahead of this host's clock, and (unless `history`: an
+    import) at most MESSY_SENT_AT_MAX_AGE_SECONDS old."""
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        sent_ms = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
+        sent_ms = int(value)  # a form or query string carries numbers as text
+    elif isinstance(value, str) and len(value) <= 40:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None, "Must be ISO 8601 with a time zone, or Unix milliseconds."
+        if moment.tzinfo is None:
+            return None, "Must carry a time zone (Z or +hh:mm)."
+        sent_ms = int(moment.timestamp() * 1000)
+    else:
+        return None, "Must be ISO 8601 with a time zone, or Unix milliseconds."
+    now_ms = time.time_ns() // 1_000_000
+    if sent_ms > now_ms + settings.MESSY_SENT_AT_MAX_FUTURE_SECONDS * 1000:
+        return None, f"Must not be more than {settings.MESSY_SENT_AT_MAX_FUTURE_SECONDS} seconds in the future."
+    if sent_ms < 0 or (not history and sent_ms < now_ms - settings.MESSY_SENT_AT_MAX_AGE_SECONDS * 1000):
+        limit = "after 1970" if history else f"at most {settings.MESSY_SENT_AT_MAX_AGE_SECONDS} seconds old"
+        return None, f"Must be {limit}."
+    return sent_ms, None
+
+
+def message_validate(
+    data: Mapping[str, Any], *, history: bool = False
+) -> tuple[MessageInput | None, dict[str, list[str]]]:
     """Return (clean input, {}) or (None, {field: [reasons]}) naming every bad field.
 
-    Fields other than the four are ignored, so clients may send extra metadata.
+    Two optional fields: "id" (a UUID) and "sent_at" (see _sent_at; `history` lifts its age
+    bound, for imports of old messages). Other fields are ignored, so clients may send extra
+    metadata.
     """
     if not isinstance(data, Mapping):
         return None, {"__all__": ["Each message must be a JSON object."]}
@@ -59,6 +110,12 @@ def message_validate(data: Mapping[str, Any]) -> tuple[MessageInput | None, dict
             errors[name] = [error]
         else:
             clean[name] = str(value).strip() if name in _SHORT_FIELDS else value
+    client_id, error = _client_id(data.get("id"))
+    if error:
+        errors["id"] = [error]
+    sent_at, error = _sent_at(data.get("sent_at"), history)
+    if error:
+        errors["sent_at"] = [error]
     if errors:
         return None, errors
-    return MessageInput(**clean), {}
+    return MessageInput(**clean, client_id=client_id, sent_at=sent_at), {}

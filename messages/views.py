@@ -10,20 +10,17 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
-from messages import payloads, selectors, services
+from messages import clients, payloads, selectors, services
 from messages.validation import MessageInput, message_validate
-from project.http import ApiError, api_view, bearer_token, json_response, methods
+from project.http import ApiError, api_view, json_response, methods
 
 ACCEPTED = 202
-
-
-def _api_key(request: HttpRequest) -> str:
-    return bearer_token(request) or request.META.get("HTTP_X_API_KEY", "")
+_api_key = clients.api_key_from
 
 
 def write_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """When MESSY_REQUIRE_WRITE_API_KEY is on, writes need a key from MESSY_WRITE_API_KEYS
-    (checked against settings, not the database: no query on the write path)."""
+    (checked against settings, in constant time, not the database: no query on the write path)."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -31,7 +28,7 @@ def write_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
             key = _api_key(request)
             if not key:
                 raise ApiError(401, "api_key_required", "Send an API key in X-API-Key or Authorization: Bearer.")
-            if key not in settings.MESSY_WRITE_API_KEYS:
+            if not clients.api_key_valid(key):
                 raise ApiError(403, "api_key_invalid", "That API key is not valid.")
         return view(request, *args, **kwargs)
 
@@ -46,17 +43,29 @@ def _stage(
     verdicts: list[MessageInput | None],
 ) -> HttpResponse:
     """Stage validated inputs and turn each failure into its documented answer: the write path
-    answers 202, 4xx, or 503 with Retry-After, never 500."""
+    answers 202, 4xx, or 429/503 with Retry-After, never 500."""
     client_key = payloads.idempotency_key_from(request)
     retry_after = {"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)}
+    api_key = _api_key(request)
+    subject, quota = clients.quota_subject(request, api_key)
     try:
-        body = services.messages_stage(
+        staged = services.messages_accept(
             inputs,
             answer,
+            client=clients.api_key_digest(api_key) if api_key else "anon",
             idempotency_key=client_key,
-            api_key=_api_key(request) if client_key else "",
             fingerprint=payloads.fingerprint(endpoint, verdicts) if client_key else b"",
+            quota_subject=subject,
+            quota=quota,
         )
+    except services.QuotaExceeded as exc:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"Over this client's quota of {exc.quota.rate:g} messages a second (bursts of {exc.quota.burst});"
+            " retry later, or send smaller batches.",
+            headers={"Retry-After": str(exc.retry_after), **_rate_limit(exc.quota, exc.remaining, exc.retry_after)},
+        ) from None
     except services.IdempotencyConflict:
         raise ApiError(
             422, "idempotency_key_reused", "This Idempotency-Key was used for a different request."
@@ -71,7 +80,17 @@ def _stage(
         raise ApiError(
             503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=retry_after
         ) from None
-    return json_response(body, status=ACCEPTED)
+    if staged.quota_remaining is None or quota is None:
+        return json_response(staged.body, status=ACCEPTED)
+    return json_response(
+        staged.body, status=ACCEPTED, headers=_rate_limit(quota, staged.quota_remaining, staged.quota_reset or 0)
+    )
+
+
+def _rate_limit(quota: clients.Quota, remaining: int, reset: int) -> dict[str, str]:
+    """The IETF draft's RateLimit headers: the bucket's size, the tokens left, and the seconds
+    until it is full again (on a 429: until it holds enough for the request)."""
+    return {"RateLimit-Limit": str(quota.burst), "RateLimit-Remaining": str(remaining), "RateLimit-Reset": str(reset)}
 
 
 def _single_answer(accepted: services.Accepted) -> dict[str, Any]:

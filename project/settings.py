@@ -141,6 +141,19 @@ MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
 # only a request from one of them may name its client in X-Forwarded-For. The default is the
 # front door on the same host (scripts/front.sh); list your load balancers' addresses too.
 MESSY_TRUSTED_PROXIES = env_list("MESSY_TRUSTED_PROXIES", "127.0.0.1,::1")
+# Per-client quotas (messages.clients): a token bucket per write API key (per client address
+# when keys are off) of MESSY_QUOTA_BURST messages, refilled at MESSY_QUOTA_RATE a second;
+# 0 turns quotas off. Overrides: "<key digest, key or address>=<rate>:<burst>,...".
+MESSY_QUOTA_RATE = env_float("MESSY_QUOTA_RATE", 10_000.0)
+MESSY_QUOTA_BURST = env_int("MESSY_QUOTA_BURST", 100_000)
+MESSY_QUOTA_OVERRIDES = env_list("MESSY_QUOTA_OVERRIDES", "")
+# Failed bearer tokens (jobs API) and admin logins per client address and window: 429 beyond.
+MESSY_AUTH_FAILURES_MAX = env_int("MESSY_AUTH_FAILURES_MAX", 20)
+MESSY_AUTH_FAILURES_WINDOW_SECONDS = env_int("MESSY_AUTH_FAILURES_WINDOW_SECONDS", 300)
+# A message's optional sent_at may be this far ahead of the server's clock, and (except in
+# imports, which carry history) this old.
+MESSY_SENT_AT_MAX_FUTURE_SECONDS = env_int("MESSY_SENT_AT_MAX_FUTURE_SECONDS", 300)
+MESSY_SENT_AT_MAX_AGE_SECONDS = env_int("MESSY_SENT_AT_MAX_AGE_SECONDS", 7 * 24 * 3600)
 
 # --- Drain -----------------------------------------------------------------------------------
 MESSY_DRAIN_BATCH_SIZE = env_int("MESSY_DRAIN_BATCH_SIZE", 5000)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from project import api_docs, views
+from project.ratelimit import admin_login_limited
 
 handler404 = "project.http.handler404"
 handler500 = "project.http.handler500"
@@ -10,6 +11,7 @@ urlpatterns = [
     path("message/", include("messages.urls")),
     path("stat/", include("stats.urls")),
     path("tasks/", include("tasks.urls")),
+    path("admin/login/", admin_login_limited(admin.site.login)),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

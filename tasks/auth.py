@@ -13,7 +13,8 @@ sees and cancels only the jobs it created: others' are 404, as if they did not e
 missing scope is 403 insufficient_scope, an expired token 403 token_expired, both with
 RFC 6750's WWW-Authenticate error (403 rather than 401 for the expired token, like a revoked one).
 
-No credentials: 401. Credentials that are wrong, revoked, expired or not staff: 403.
+No credentials: 401. Credentials that are wrong, revoked, expired or not staff: 403. Too many
+wrong tokens from one address: 429 (project.ratelimit).
 """
 
 import functools
@@ -31,6 +32,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from project.http import ApiError, bearer_token
+from project.ratelimit import auth_failure_note, auth_failures_wait
 from tasks.models import ApiToken, Job
 
 TOKEN_PREFIX = "messy_"  # noqa: S105 (a marker that tells tokens apart in logs and leaks scanners)
@@ -156,8 +158,18 @@ def credentials_required(
             request.api_token = None  # type: ignore[attr-defined]
             raw = _bearer(request)
             if raw is not None:
+                # Failed tokens are limited per client address (project.ratelimit).
+                wait = auth_failures_wait("bearer", request)
+                if wait:
+                    raise ApiError(
+                        429,
+                        "too_many_failures",
+                        "Too many invalid tokens from your address; retry later.",
+                        headers={"Retry-After": str(wait)},
+                    )
                 token = ApiToken.objects.filter(key_hash=token_hash(raw), is_active=True).first()
                 if token is None:
+                    auth_failure_note("bearer", request)
                     raise ApiError(403, "invalid_token", "That API token is not valid.")
                 api_token_used(token)
                 request.api_token = token  # type: ignore[attr-defined]

@@ -209,6 +209,30 @@ def redis_down(request: Callable[[Ctx], Response]) -> Callable[[Ctx], Response]:
     return run
 
 
+def over_quota(request: Callable[[Ctx], Response]) -> Callable[[Ctx], Response]:
+    """A bucket of one message that hardly refills: the first request spends it."""
+
+    def run(ctx: Ctx) -> Response:
+        ctx.settings.MESSY_QUOTA_RATE = 0.001
+        ctx.settings.MESSY_QUOTA_BURST = 1
+        assert request(ctx).status_code == 202
+        return request(ctx)
+
+    return run
+
+
+def failures_exhausted(method: str, path_of: Callable[[Ctx], str]) -> Callable[[Ctx], Response]:
+    """One wrong token allowed per address, and spent: the next attempt is refused."""
+
+    def run(ctx: Ctx) -> Response:
+        ctx.settings.MESSY_AUTH_FAILURES_MAX = 1
+        guesser = Client(HTTP_AUTHORIZATION="Bearer wrong")
+        assert guesser.get("/tasks/jobs/").status_code == 403
+        return getattr(guesser, method)(path_of(ctx))
+
+    return run
+
+
 def database_down(ctx: Ctx) -> Response:
     """PostgreSQL unreachable: the connection is pointed at a port nothing listens on."""
     saved = connection.settings_dict["PORT"]
@@ -269,6 +293,7 @@ CASES = [
     case(W, "post", 413, lambda ctx: post_json(Client(), W, {**GOOD, "pad": "x" * 40_000})),
     case(W, "post", 415, lambda ctx: Client().post(W, data="hello", content_type="text/plain")),
     case(W, "post", 422, idempotency_reused(lambda client, body: post_json(client, W, body))),
+    case(W, "post", 429, over_quota(lambda ctx: post_json(Client(), W, GOOD))),
     case(W, "post", 503, backlog_full(lambda ctx: post_json(Client(), W, GOOD)), "backlog_full"),
     case(W, "post", 503, redis_down(lambda ctx: post_json(Client(), W, GOOD)), "staging_unavailable"),
     # GET /message/write/
@@ -277,6 +302,7 @@ CASES = [
     case(W, "get", 401, _with_api_keys(write_get(GOOD))),
     case(W, "get", 403, _with_api_keys(write_get(GOOD, **{"X-API-Key": "wrong"}))),
     case(W, "get", 422, idempotency_reused(lambda client, body: client.get(W, body))),
+    case(W, "get", 429, over_quota(write_get(GOOD))),
     case(W, "get", 503, backlog_full(write_get(GOOD))),
     # POST /message/batch/
     case(B, "post", 202, lambda ctx: post_json(Client(), B, [GOOD, {"username": "x"}])),
@@ -288,6 +314,7 @@ CASES = [
     case(B, "post", 413, lambda ctx: post_json(Client(), B, [GOOD] * 1001), "too_many_items"),
     case(B, "post", 415, lambda ctx: Client().post(B, data="x", content_type="text/csv")),
     case(B, "post", 422, idempotency_reused(lambda client, body: post_json(client, B, [body]))),
+    case(B, "post", 429, over_quota(lambda ctx: post_json(Client(), B, [GOOD]))),
     case(B, "post", 503, redis_down(lambda ctx: post_json(Client(), B, [GOOD]))),
     # GET /message/{message_id}/
     case("/message/{message_id}/", "get", 200, lambda ctx: Client().get(f"/message/{write_id()}/"), "pending"),
@@ -331,6 +358,7 @@ CASES = [
         lambda ctx: Client(HTTP_AUTHORIZATION="Bearer nope").post("/tasks/import/", data=b"x", content_type=NDJSON),
     ),
     case("/tasks/import/", "post", 413, import_too_large),
+    case("/tasks/import/", "post", 429, failures_exhausted("post", lambda ctx: "/tasks/import/")),
     # /tasks/erase/
     case("/tasks/erase/", "get", 200, lambda ctx: ctx.api.get("/tasks/erase/")),
     case("/tasks/erase/", "get", 401, lambda ctx: Client().get("/tasks/erase/")),
@@ -364,6 +392,8 @@ CASES = [
         415,
         lambda ctx: ctx.api.post("/tasks/erase/", data="ada", content_type="text/plain"),
     ),
+    case("/tasks/erase/", "get", 429, failures_exhausted("get", lambda ctx: "/tasks/erase/")),
+    case("/tasks/erase/", "post", 429, failures_exhausted("post", lambda ctx: "/tasks/erase/")),
     # /tasks/jobs/
     case("/tasks/jobs/", "get", 200, lambda ctx: (ctx.job(), ctx.api.get("/tasks/jobs/?kind=import"))[1]),
     case("/tasks/jobs/", "get", 400, lambda ctx: ctx.api.get("/tasks/jobs/?status=done")),
@@ -371,12 +401,14 @@ CASES = [
     case("/tasks/jobs/", "get", 403, lambda ctx: Client(HTTP_AUTHORIZATION="Bearer x").get("/tasks/jobs/")),
     case("/tasks/jobs/", "get", 403, lambda ctx: scoped("import").get("/tasks/jobs/"), "insufficient_scope"),
     case("/tasks/jobs/", "get", 403, lambda ctx: scoped("read", expired=True).get("/tasks/jobs/"), "token_expired"),
+    case("/tasks/jobs/", "get", 429, failures_exhausted("get", lambda ctx: "/tasks/jobs/")),
     # /tasks/jobs/{job_id}/
     case(JOB, "get", 200, lambda ctx: ctx.api.get(f"/tasks/jobs/{ctx.job().pk}/")),
     case(JOB, "get", 200, lambda ctx: _with_link(Client(), "/tasks/jobs/{}/", ctx.job()), "page link"),
     case(JOB, "get", 401, lambda ctx: Client().get(f"/tasks/jobs/{ctx.job().pk}/")),
     case(JOB, "get", 403, lambda ctx: Client().get(f"/tasks/jobs/{ctx.job().pk}/?t=forged"), "invalid_link"),
     case(JOB, "get", 404, lambda ctx: ctx.api.get(f"/tasks/jobs/{uuid.uuid4()}/")),
+    case(JOB, "get", 429, failures_exhausted("get", lambda ctx: f"/tasks/jobs/{ctx.job().pk}/")),
     # cancel
     case(JOB + "cancel/", "post", 202, lambda ctx: ctx.api.post(f"/tasks/jobs/{ctx.job().pk}/cancel/")),
     case(JOB + "cancel/", "post", 401, lambda ctx: Client().post(f"/tasks/jobs/{ctx.job().pk}/cancel/")),
@@ -387,6 +419,7 @@ CASES = [
         lambda ctx: Client(HTTP_AUTHORIZATION="Bearer x").post(f"/tasks/jobs/{ctx.job().pk}/cancel/"),
     ),
     case(JOB + "cancel/", "post", 404, lambda ctx: ctx.api.post(f"/tasks/jobs/{uuid.uuid4()}/cancel/")),
+    case(JOB + "cancel/", "post", 429, failures_exhausted("post", lambda ctx: f"/tasks/jobs/{ctx.job().pk}/cancel/")),
     case(
         JOB + "cancel/",
         "post",
@@ -403,11 +436,13 @@ CASES = [
         lambda ctx: Client().get(f"/tasks/jobs/{ctx.job().pk}/report/?t={page_token(uuid.uuid4())}"),
     ),
     case(JOB + "report/", "get", 404, lambda ctx: ctx.api.get(f"/tasks/jobs/{ctx.job().pk}/report/"), "no_report"),
+    case(JOB + "report/", "get", 429, failures_exhausted("get", lambda ctx: f"/tasks/jobs/{ctx.job().pk}/report/")),
     # the progress page
     case("/tasks/{job_id}/", "get", 200, lambda ctx: _with_link(Client(), "/tasks/{}/", ctx.job())),
     case("/tasks/{job_id}/", "get", 401, lambda ctx: Client().get(f"/tasks/{ctx.job().pk}/")),
     case("/tasks/{job_id}/", "get", 403, lambda ctx: Client().get(f"/tasks/{ctx.job().pk}/?t=x")),
     case("/tasks/{job_id}/", "get", 404, lambda ctx: ctx.api.get(f"/tasks/{uuid.uuid4()}/")),
+    case("/tasks/{job_id}/", "get", 429, failures_exhausted("get", lambda ctx: f"/tasks/{ctx.job().pk}/")),
     # operations
     case("/healthz", "get", 200, lambda ctx: Client().get("/healthz")),
     case("/readyz", "get", 200, lambda ctx: Client().get("/readyz")),

@@ -1,0 +1,139 @@
+"""Per-client quotas: a token bucket per write API key (per client address when keys are off),
+spent in the staging script, one token per accepted message."""
+
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from messages import staging
+from messages.clients import api_key_digest
+from project.redis import redis_client
+
+GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
+
+
+def write(client: Client, **headers: str):
+    return client.post("/message/write/", data=json.dumps(GOOD), content_type="application/json", headers=headers)
+
+
+def batch(client: Client, items: list, **headers: str):
+    return client.post("/message/batch/", data=json.dumps(items), content_type="application/json", headers=headers)
+
+
+@pytest.fixture
+def quota(settings):
+    def set_quota(rate: float, burst: int, overrides: list[str] | None = None) -> None:
+        settings.MESSY_QUOTA_RATE = rate
+        settings.MESSY_QUOTA_BURST = burst
+        settings.MESSY_QUOTA_OVERRIDES = overrides or []
+
+    return set_quota
+
+
+def test_over_quota_a_write_gets_429_with_retry_after_and_ratelimit_headers(quota):
+    quota(rate=0.5, burst=2)
+    client = Client()
+    first = write(client)
+    assert first.status_code == 202
+    assert (first["RateLimit-Limit"], first["RateLimit-Remaining"]) == ("2", "1")
+    assert int(first["RateLimit-Reset"]) >= 1
+    assert write(client).status_code == 202
+
+    refused = write(client)
+
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "quota_exceeded"
+    assert set(refused.json()) == {"error", "message"}
+    assert refused["Retry-After"] == refused["RateLimit-Reset"]
+    assert 1 <= int(refused["Retry-After"]) <= 2
+    assert (refused["RateLimit-Limit"], refused["RateLimit-Remaining"]) == ("2", "0")
+    assert staging.backlog() == 2
+
+
+def test_the_bucket_refills_over_time(quota):
+    quota(rate=20, burst=2)
+    client = Client()
+    assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
+    time.sleep(0.12)  # 2.4 tokens' worth, capped at the burst of 2
+    assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
+
+
+def test_a_batch_spends_one_token_per_accepted_message(quota):
+    quota(rate=0.01, burst=5)
+    client = Client()
+    response = batch(client, [GOOD, {"username": "rejected"}, GOOD, GOOD])
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 3
+    assert response["RateLimit-Remaining"] == "2"
+
+    refused = batch(client, [GOOD, GOOD, GOOD])
+    assert refused.status_code == 429
+    assert refused["RateLimit-Remaining"] == "2"
+    assert staging.backlog() == 3  # nothing of the refused batch, and no token spent by it
+    assert batch(client, [GOOD, GOOD]).status_code == 202
+
+
+def test_a_batch_larger_than_the_burst_is_refused_and_told_to_split(quota):
+    quota(rate=1, burst=2)
+    refused = batch(Client(), [GOOD, GOOD, GOOD])
+    assert refused.status_code == 429
+    assert "smaller batches" in refused.json()["message"]
+    assert staging.backlog() == 0
+
+
+def test_rate_0_turns_quotas_off(quota):
+    quota(rate=0, burst=1)
+    client = Client()
+    responses = [write(client) for _ in range(3)]
+    assert [r.status_code for r in responses] == [202, 202, 202]
+    assert "RateLimit-Limit" not in responses[0]
+    assert not list(redis_client().scan_iter(staging.quota_key("*")))
+
+
+def test_with_keys_each_key_has_its_bucket_and_an_override_by_digest_or_key(quota, settings):
+    settings.MESSY_REQUIRE_WRITE_API_KEY = True
+    settings.MESSY_WRITE_API_KEYS = ["key-small", "key-other", "key-big"]
+    quota(rate=0.01, burst=2, overrides=[f"{api_key_digest('key-small')}=0.01:1", "key-big=0.01:3"])
+    client = Client()
+    assert [write(client, **{"X-API-Key": "key-small"}).status_code for _ in range(2)] == [202, 429]
+    assert [write(client, **{"X-API-Key": "key-other"}).status_code for _ in range(3)] == [202, 202, 429]
+    assert [write(client, Authorization="Bearer key-big").status_code for _ in range(4)] == [202, 202, 202, 429]
+
+
+def test_without_keys_the_bucket_is_the_client_address_forwarded_by_the_front_door(quota):
+    quota(rate=0.01, burst=1)
+    # The test client's REMOTE_ADDR is 127.0.0.1, a trusted proxy: its X-Forwarded-For counts.
+    assert write(Client(), **{"X-Forwarded-For": "203.0.113.1"}).status_code == 202
+    assert write(Client(), **{"X-Forwarded-For": "203.0.113.1"}).status_code == 429
+    assert write(Client(), **{"X-Forwarded-For": "203.0.113.2"}).status_code == 202
+    # From an untrusted address the header is the client's own claim: ignored.
+    direct = Client(REMOTE_ADDR="198.51.100.9")
+    assert write(direct, **{"X-Forwarded-For": "203.0.113.3"}).status_code == 202
+    assert write(direct, **{"X-Forwarded-For": "203.0.113.4"}).status_code == 429
+    assert redis_client().exists(staging.quota_key("198.51.100.9"))
+
+
+def test_redis_key_names_hold_api_keys_only_as_digests(settings):
+    settings.MESSY_REQUIRE_WRITE_API_KEY = True
+    settings.MESSY_WRITE_API_KEYS = ["plain-secret-key-1234"]
+    client = Client()
+    response = write(client, **{"X-API-Key": "plain-secret-key-1234", "Idempotency-Key": "idem-1"})
+    assert response.status_code == 202
+    body = {**GOOD, "id": "0192d6c0-0000-7000-8000-000000000001"}
+    assert batch(client, [body], Authorization="Bearer plain-secret-key-1234").status_code == 202
+
+    names = [name.decode() for name in redis_client().scan_iter("*")]
+    assert not [name for name in names if "plain-secret-key" in name]
+    digest = api_key_digest("plain-secret-key-1234")
+    assert staging.quota_key(digest) in names
+    assert staging.idempotency_key(digest, "idem-1") in names
+
+
+def test_a_wrong_key_is_refused_whatever_its_length_or_prefix(settings):
+    settings.MESSY_REQUIRE_WRITE_API_KEY = True
+    settings.MESSY_WRITE_API_KEYS = ["right-key"]
+    for wrong in ("right-ke", "right-key ", "right-keyx", "x" * 300):
+        assert write(Client(), **{"X-API-Key": wrong}).status_code == 403
+    assert write(Client(), **{"X-API-Key": "right-key"}).status_code == 202
