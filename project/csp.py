@@ -9,12 +9,16 @@ responses only; a JSON answer pays one Content-Type lookup. The pages carry no i
 or style of their own (their code is served as files), so no nonce is needed either.
 """
 
+import functools
 import hashlib
 from base64 import b64encode
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
 HEADER = "Content-Security-Policy"
@@ -51,7 +55,9 @@ def s3_origins() -> list[str]:
     return origins
 
 
+@functools.cache
 def policy() -> str:
+    """The header's value, built once per process (and again when a test changes a setting)."""
     directives = {
         "default-src": ["'self'"],
         "script-src": ["'self'", *(f"'{digest}'" for digest in INLINE_SCRIPTS)],
@@ -70,16 +76,20 @@ def policy() -> str:
     return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
 
 
+@receiver(setting_changed)
+def _policy_forget(setting: str, **kwargs: Any) -> None:
+    if setting.startswith("S3_"):
+        policy.cache_clear()
+
+
 class ContentSecurityPolicyMiddleware:
-    """Sets the policy (built when the process starts) on every text/html response that has
-    none of its own."""
+    """Sets the policy on every text/html response that has none of its own."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self.header = policy()
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.get_response(request)
         if response.get("Content-Type", "").startswith("text/html") and HEADER not in response:
-            response[HEADER] = self.header
+            response[HEADER] = policy()
         return response

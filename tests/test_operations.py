@@ -1,4 +1,4 @@
-"""Liveness, readiness and metrics, against the real services."""
+"""Liveness and metrics, against the real services (readiness and /status: tests/test_health.py)."""
 
 import json
 
@@ -14,22 +14,6 @@ def test_healthz_answers_without_touching_any_service():
     response = Client().get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
-
-
-@pytest.mark.django_db
-def test_readyz_reports_each_dependency():
-    response = Client().get("/readyz")
-    assert response.status_code == 200
-    assert response.json()["checks"] == {"postgres": "ok", "redis": "ok", "memcached": "ok"}
-
-
-@pytest.mark.django_db
-def test_readyz_is_503_when_memcached_is_unreachable(settings):
-    # Changing CACHES makes Django build new cache handlers (its setting_changed receiver).
-    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": ["127.0.0.1:1"]}}
-    response = Client().get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["memcached"].startswith("unavailable")
 
 
 @pytest.mark.django_db(transaction=True)
