@@ -139,6 +139,7 @@ def message_batch(request: HttpRequest) -> HttpResponse:
 
 @api_view
 @methods("GET")
+@write_key_required
 def message_status(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         status = selectors.message_status(message_id)

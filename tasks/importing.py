@@ -2,13 +2,13 @@
 good records through messages_persist (the write path's own persistence, rollups included).
 
 Exactly once, however often the job is retried or resumed: a record's message id is derived
-from the job id and the record's position, and each batch's messages, its rejected records
-and the checkpoint that counts them commit in one transaction. A resumed run reads the file
-again from the start and skips the records the checkpoint says are done.
+from the job id and the record's position (keyed by a server secret, so that nobody else can
+derive it), and each batch's messages, its rejected records and the checkpoint that counts
+them commit in one transaction. A resumed run reads the file again from the start and skips
+the records the checkpoint says are done.
 """
 
 import functools
-import hashlib
 import json
 import logging
 import uuid
@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.crypto import salted_hmac
 
 from messages.ids import message_id_from
 from messages.services import messages_persist, staged_payload
@@ -115,11 +116,22 @@ class _CountingChunks:
             yield chunk
 
 
+_RECORD_ID_SALT = "tasks.importing.record_message_id"
+
+
 def record_message_id(job_id: uuid.UUID, position: int, unix_ms: int) -> str:
-    """The same id every time the job reads this record: a UUIDv7 layout (time of the upload,
-    then 74 bits of a digest of job and position), so imported rows still land at the right
-    edge of the primary-key index like written ones."""
-    return message_id_from(unix_ms, hashlib.sha256(job_id.bytes + position.to_bytes(8, "big")).digest())
+    """The same id every time the job reads this record: a UUIDv7 layout (the millisecond of
+    the upload, then 74 bits of an HMAC of job and position keyed by SECRET_KEY), so imported
+    rows still land at the right edge of the primary-key index like written ones.
+
+    Keyed, because the job's id and creation time are in its page link and its JSON: a plain
+    digest of them would let whoever holds the link compute every imported id and read the
+    messages through the status endpoint. Rotating SECRET_KEY changes the ids of records not
+    yet stored; a resumed import still stores each record once (the checkpoint, committed with
+    each batch, skips those already stored).
+    """
+    mac = salted_hmac(_RECORD_ID_SALT, job_id.bytes + position.to_bytes(8, "big"), algorithm="sha256")
+    return message_id_from(unix_ms, mac.digest())
 
 
 def _reason(errors: dict[str, list[str]]) -> str:
@@ -142,12 +154,15 @@ class _Batch:
         self.records += 1
         reason, fields = record.error, None
         if reason is None:
-            clean, errors = message_validate(record.data)
+            clean, errors = message_validate(record.data, history=True)
             if clean is None:
                 reason, fields = _reason(errors), errors
             else:
                 message_id = record_message_id(self.job.pk, record.position, self.accepted_at)
-                self.good.append(staged_payload(message_id, clean, self.accepted_at))
+                # A record with its own sent_at counts at that time (the rollups' minute), so
+                # imported history does not land in the job's minute.
+                accepted_at = self.accepted_at if clean.sent_at is None else clean.sent_at
+                self.good.append(staged_payload(message_id, clean, accepted_at))
                 return
         self.rejected += 1
         if reported_so_far + len(self.bad) < settings.MESSY_IMPORT_MAX_REPORTED_ERRORS:

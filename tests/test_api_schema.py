@@ -320,6 +320,13 @@ CASES = [
     case("/message/{message_id}/", "get", 200, lambda ctx: Client().get(f"/message/{write_id()}/"), "pending"),
     case("/message/{message_id}/", "get", 200, stored_message, "stored"),
     case("/message/{message_id}/", "get", 404, lambda ctx: Client().get(f"/message/{uuid.uuid4()}/")),
+    case("/message/{message_id}/", "get", 401, _with_api_keys(lambda ctx: Client().get(f"/message/{uuid.uuid4()}/"))),
+    case(
+        "/message/{message_id}/",
+        "get",
+        403,
+        _with_api_keys(lambda ctx: Client().get(f"/message/{uuid.uuid4()}/", headers={"X-API-Key": "wrong"})),
+    ),
     case("/message/{message_id}/", "get", 503, database_down),
     # stats
     case("/stat/get/", "get", 302, stats_published),
