@@ -36,7 +36,7 @@ def message_status(message_id: uuid.UUID) -> dict[str, Any] | None:
     try:
         stored = (
             Message.objects.filter(pk=message_id)
-            .values("username", "city", "state", "message", "accepted_at", "stored_at")
+            .values("username", "city", "state", "message", "accepted_at", "stored_at", "sent_at")
             .first()
         )
     except DatabaseError:
@@ -51,6 +51,7 @@ def message_status(message_id: uuid.UUID) -> dict[str, Any] | None:
             **stored,
             "accepted_at": timestamp(stored["accepted_at"]),
             "stored_at": timestamp(stored["stored_at"]),
+            "sent_at": timestamp(stored["sent_at"]),
         }
     if _staged(message_id):
         return {"status": "pending", "id": str(message_id)}

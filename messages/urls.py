@@ -6,6 +6,10 @@ from messages import views
 urlpatterns = [
     path("write/", views.message_write, name="message-write"),
     path("batch/", views.message_batch, name="message-batch"),
+    # Clients that drop the trailing slash are answered too: a redirect would turn their POST
+    # into a GET (curl -L, requests). Other paths: project.http.CommonMiddleware.
+    path("write", views.message_write),
+    path("batch", views.message_batch),
     path("<uuid:message_id>/", views.message_status, name="message-status"),
 ]
 

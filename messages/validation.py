@@ -94,9 +94,9 @@ def message_validate(
 ) -> tuple[MessageInput | None, dict[str, list[str]]]:
     """Return (clean input, {}) or (None, {field: [reasons]}) naming every bad field.
 
-    Two optional fields: "id" (a UUID) and "sent_at" (see _sent_at; `history` lifts its age
-    bound, for imports of old messages). Other fields are ignored, so clients may send extra
-    metadata.
+    Two optional fields: "id" (a UUID) and "sent_at" (see _sent_at). With `history` (an
+    import: records of the past, with ids of their own making) sent_at has no age bound and
+    "id" is ignored. Other fields are ignored, so clients may send extra metadata.
     """
     if not isinstance(data, Mapping):
         return None, {"__all__": ["Each message must be a JSON object."]}
@@ -110,7 +110,7 @@ def message_validate(
             errors[name] = [error]
         else:
             clean[name] = str(value).strip() if name in _SHORT_FIELDS else value
-    client_id, error = _client_id(data.get("id"))
+    client_id, error = _client_id(None if history else data.get("id"))
     if error:
         errors["id"] = [error]
     sent_at, error = _sent_at(data.get("sent_at"), history)

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -152,3 +154,20 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 def handler500(request: HttpRequest) -> HttpResponse:
     return ApiError(500, "server_error", "Internal error; it has been logged.").response()
+
+
+class CommonMiddleware(DjangoCommonMiddleware):
+    """Django's, except that a request other than GET or HEAD to a path that exists only with a
+    trailing slash is answered 404 in JSON, naming the right path, instead of a 301 that
+    clients follow with a GET (losing the body) or, under DEBUG, a RuntimeError."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if (
+            response.status_code == 404
+            and request.method not in ("GET", "HEAD")
+            and self.should_redirect_with_slash(request)
+        ):
+            return ApiError(
+                404, "not_found", f"No such endpoint: use {request.path}/ (with the trailing slash)."
+            ).response()
+        return super().process_response(request, response)

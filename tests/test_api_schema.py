@@ -79,11 +79,13 @@ def _routes(patterns: list[Any], prefix: str = "") -> Iterator[str]:
 
 
 def routed_paths() -> set[str]:
-    return {
+    routed = {
         path
         for path in _routes(get_resolver().url_patterns)
         if not path.startswith(NOT_DESCRIBED) and not path.endswith(PAGE_ASSETS)
     }
+    # A path also routed without its trailing slash (the write paths) is documented once, with it.
+    return {path for path in routed if path + "/" not in routed}
 
 
 def _concrete(path: str) -> str:

@@ -1,0 +1,234 @@
+"""What ingestion clients expect: their own message ids (deduplicated per API key), a sent_at
+timestamp, gzipped bodies, and paths without the trailing slash."""
+
+import gzip
+import io
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.test import Client
+
+from messages import services, staging
+from messages.ids import message_id_ms
+from messages.models import Message
+from project.storage import bucket_ensure
+from stats.models import MinuteCount
+from stats.selectors import rollups_differences
+from tasks.importing import import_job_create
+from tasks.services import job_run
+
+GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
+CLIENT_ID = "0192d6c0-1a2b-7c3d-8e4f-0123456789ab"  # a UUIDv7
+
+
+def post_json(client: Client, path: str, body, **headers):
+    raw = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post(path, data=raw, content_type="application/json", headers=headers)
+
+
+def stored(message_id: str) -> Message:
+    return Message.objects.get(pk=message_id)
+
+
+@pytest.fixture
+def keys(settings):
+    settings.MESSY_REQUIRE_WRITE_API_KEY = True
+    settings.MESSY_WRITE_API_KEYS = ["key-a", "key-b"]
+
+
+# --- the client's own message id -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_same_client_id_from_the_same_key_is_answered_the_same_id_and_stored_once(keys):
+    client = Client(HTTP_X_API_KEY="key-a")
+    first = post_json(client, "/message/write/", {**GOOD, "id": CLIENT_ID}).json()["id"]
+    again = post_json(client, "/message/write/", {**GOOD, "id": CLIENT_ID}).json()["id"]
+    in_batch = post_json(client, "/message/batch/", [{**GOOD, "id": CLIENT_ID}]).json()["results"][0]["id"]
+    assert first == again == in_batch
+
+    services.messages_drain(slot=0)
+
+    assert Message.objects.count() == 1
+    assert stored(first).message == "hello"
+    assert rollups_differences() == []
+
+
+@pytest.mark.django_db
+def test_another_key_with_the_same_client_id_gets_its_own_message_not_the_first(keys):
+    first = post_json(Client(HTTP_X_API_KEY="key-a"), "/message/write/", {**GOOD, "id": CLIENT_ID}).json()["id"]
+    other = post_json(
+        Client(HTTP_X_API_KEY="key-b"), "/message/write/", {**GOOD, "id": CLIENT_ID, "message": "claimed?"}
+    ).json()["id"]
+    assert other != first
+    assert CLIENT_ID not in (first, other)  # the client's id is never the stored id
+
+    services.messages_drain(slot=0)
+
+    assert stored(first).message == "hello"
+    assert stored(other).message == "claimed?"
+
+
+def test_a_uuidv7_client_id_keeps_its_millisecond_and_other_uuids_are_accepted():
+    answered = post_json(Client(), "/message/write/", {**GOOD, "id": CLIENT_ID}).json()["id"]
+    assert message_id_ms(uuid.UUID(answered)) == message_id_ms(uuid.UUID(CLIENT_ID))
+    v4 = str(uuid.uuid4())
+    first = post_json(Client(), "/message/write/", {**GOOD, "id": v4}).json()["id"]
+    assert post_json(Client(), "/message/write/", {**GOOD, "id": v4}).json()["id"] == first
+    assert uuid.UUID(first).version == 8
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", 42, "x" * 100])
+def test_a_client_id_that_is_not_a_uuid_is_a_field_error(bad):
+    response = post_json(Client(), "/message/write/", {**GOOD, "id": bad})
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"id": ["Must be a UUID."]}
+
+
+# --- sent_at ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "sent_at",
+    ["2026-01-01T10:00:00Z", "2026-01-01T11:00:00+01:00", 1767261600000, "1767261600000"],
+)
+def test_sent_at_is_stored_from_iso_8601_with_a_zone_or_unix_ms(settings, sent_at):
+    settings.MESSY_SENT_AT_MAX_AGE_SECONDS = 10**10
+    message_id = post_json(Client(), "/message/write/", {**GOOD, "sent_at": sent_at}).json()["id"]
+    services.messages_drain(slot=0)
+    assert stored(message_id).sent_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    body = Client().get(f"/message/{message_id}/").json()
+    assert body["sent_at"] == "2026-01-01T10:00:00.000Z"
+    # A live write keeps counting at the server's time: the timeline is the rate of acceptance.
+    assert stored(message_id).accepted_at > datetime(2026, 1, 2, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+def test_without_sent_at_the_status_says_null():
+    message_id = post_json(Client(), "/message/write/", GOOD).json()["id"]
+    services.messages_drain(slot=0)
+    assert Client().get(f"/message/{message_id}/").json()["sent_at"] is None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("sent_at", "reason"),
+    [
+        ("2026-01-01T10:00:00", "time zone"),
+        ("yesterday", "ISO 8601"),
+        (True, "ISO 8601"),
+        (1.5, "ISO 8601"),
+        (_iso(datetime.now(UTC) + timedelta(minutes=10)), "future"),
+        (_iso(datetime.now(UTC) - timedelta(days=8)), "old"),
+        (-1, "old"),
+    ],
+)
+def test_a_sent_at_out_of_bounds_or_unreadable_is_a_field_error(sent_at, reason):
+    response = post_json(Client(), "/message/write/", {**GOOD, "sent_at": sent_at})
+    assert response.status_code == 400
+    assert reason in response.json()["fields"]["sent_at"][0]
+    assert staging.backlog() == 0
+
+
+def test_a_little_clock_skew_is_accepted():
+    ahead = datetime.now(UTC) + timedelta(minutes=2)
+    assert post_json(Client(), "/message/write/", {**GOOD, "sent_at": _iso(ahead)}).status_code == 202
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_keeps_each_records_own_time_in_the_rollups(s3_server):
+    bucket_ensure()
+    old = datetime(2020, 5, 17, 8, 30, 15, tzinfo=UTC)
+    lines = [
+        {**GOOD, "sent_at": "2020-05-17T08:30:15Z", "id": "legacy-42"},  # an import's "id" is its own business
+        {**GOOD, "sent_at": int(old.timestamp() * 1000) + 1000},
+        GOOD,
+    ]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    job = import_job_create(io.BytesIO(data), name="history.ndjson", enqueue=False)
+    assert job_run(job.pk) == "succeeded"
+
+    times = sorted(Message.objects.values_list("accepted_at", flat=True))
+    assert times[:2] == [old, old + timedelta(seconds=1)]
+    assert times[2] > datetime(2026, 1, 1, tzinfo=UTC)  # no sent_at: the job's time
+    assert MinuteCount.objects.get(minute=datetime(2020, 5, 17, 8, 30, tzinfo=UTC)).messages == 2
+    assert rollups_differences() == []
+
+
+# --- gzip ------------------------------------------------------------------------------------
+
+
+def post_gzip(path: str, raw: bytes, content_type: str = "application/json", encoding: str = "gzip"):
+    return Client().post(path, data=raw, content_type=content_type, headers={"Content-Encoding": encoding})
+
+
+def test_gzipped_writes_and_batches_are_accepted():
+    assert post_gzip("/message/write/", gzip.compress(json.dumps(GOOD).encode())).status_code == 202
+    ndjson = b"".join(json.dumps({**GOOD, "message": f"m{i}"}).encode() + b"\n" for i in range(3))
+    response = post_gzip("/message/batch/", gzip.compress(ndjson), "application/x-ndjson")
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 3
+    assert [p["message"] for p in map(json.loads, (f[b"m"] for _, f in _entries()))][-3:] == ["m0", "m1", "m2"]
+
+
+def _entries():
+    return staging.redis_client().xrange(staging.stream_key())
+
+
+def test_the_size_limit_applies_to_the_inflated_body(settings):
+    settings.MESSY_WRITE_MAX_BYTES = 1000
+    bomb = gzip.compress(json.dumps({**GOOD, "pad": " " * 5000}).encode())
+    assert len(bomb) < 1000
+    started = time.perf_counter()
+    response = post_gzip("/message/write/", bomb)
+    assert (response.status_code, response.json()["error"]) == (413, "body_too_large")
+    assert time.perf_counter() - started < 1
+    big_batch = gzip.compress(json.dumps([GOOD] * 10).encode())
+    settings.MESSY_BATCH_MAX_BYTES = 500
+    assert post_gzip("/message/batch/", big_batch).status_code == 413
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not gzip at all", gzip.compress(json.dumps(GOOD).encode())[:-12]],
+    ids=["corrupt", "truncated"],
+)
+def test_a_body_that_is_not_valid_gzip_is_400(raw):
+    response = post_gzip("/message/write/", raw)
+    assert (response.status_code, response.json()["error"]) == (400, "malformed_gzip")
+
+
+def test_an_unknown_content_encoding_is_415():
+    response = post_gzip("/message/batch/", b"...", encoding="br")
+    assert (response.status_code, response.json()["error"]) == (415, "unsupported_content_encoding")
+    assert post_gzip("/message/write/", json.dumps(GOOD).encode(), encoding="identity").status_code == 202
+
+
+# --- paths without the trailing slash --------------------------------------------------------
+
+
+def test_writes_without_the_trailing_slash_are_accepted_not_redirected():
+    assert post_json(Client(), "/message/write", GOOD).status_code == 202
+    response = post_json(Client(), "/message/batch", [GOOD])
+    assert response.status_code == 202
+    assert staging.backlog() == 2
+
+
+def test_another_post_without_its_slash_is_a_json_404_naming_the_path():
+    response = Client().post("/tasks/import", data=b"x", content_type="application/x-ndjson")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    assert "/tasks/import/" in response.json()["message"]
+
+
+def test_a_get_without_its_slash_is_still_redirected():
+    response = Client().get("/stat")
+    assert response.status_code == 301
+    assert response["Location"] == "/stat/"
