@@ -43,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.loads(raw) if raw else None
+        body: Any = json.loads(raw) if raw else None
         self.server.received.append(
             {"path": self.path, "key": self.headers.get("Idempotency-Key"), "body": body, "at": time.monotonic()}
         )
