@@ -319,8 +319,18 @@ def messages_drain(slot: int) -> DrainReport:
         try:
             stored = messages_persist([payload for _, payload in parsed])
             handled = [entry for entry, _ in parsed]
-        except (DataError, IntegrityError):
-            logger.exception("batch refused by the database; isolating the bad rows")
+        except (DataError, IntegrityError) as exc:
+            # The SQLSTATE and the batch's entry ids only: PostgreSQL's message and DETAIL quote
+            # the refused row (its message and username), so neither the error nor a traceback.
+            logger.error(
+                "batch refused by the database (SQLSTATE %s); isolating the bad rows",
+                getattr(exc.__cause__, "pgcode", None),
+                extra={
+                    "batch_first_entry": entries[0].entry_id.decode(),
+                    "batch_last_entry": entries[-1].entry_id.decode(),
+                    "batch_size": len(entries),
+                },
+            )
             stored, handled = _persist_isolating_bad_rows(parsed)
         lag_ms = max(0, int(time.time() * 1000) - oldest_ms) if oldest_ms else 0
         staging.batch_ack([entry.entry_id for entry in handled], stored, lag_ms)

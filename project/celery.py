@@ -6,8 +6,9 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_ready
 
+from project.logs import log_bind, log_unbind
 from project.redis import redis_durability_warn
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
@@ -46,3 +47,30 @@ def task_publish(name: str, *args: Any, countdown: float = 0, **kwargs: Any) -> 
 def _staging_durability_check(**_: Any) -> None:
     """Say loudly, once per worker at start, when the staging Redis would lose or evict staged messages."""
     redis_durability_warn()
+
+
+@setup_logging.connect
+def _logging_from_django_settings(**_: Any) -> None:
+    """Workers and beat log through settings.LOGGING (JSON lines, the ids of project.logs), like
+    the web processes. A receiver of this signal stops Celery from configuring logging itself."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+# The log context of the task running in this thread, by task id, so postrun unbinds it.
+_task_log_tokens: dict[str, Any] = {}
+
+
+@task_prerun.connect
+def _task_log_context_bind(task_id: str = "", task: Any = None, **_: Any) -> None:
+    _task_log_tokens[task_id] = log_bind(task_id=task_id, task_name=getattr(task, "name", ""))
+
+
+@task_postrun.connect
+def _task_log_context_unbind(task_id: str = "", **_: Any) -> None:
+    token = _task_log_tokens.pop(task_id, None)
+    if token is not None:
+        log_unbind(token)

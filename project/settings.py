@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from project.env import env_bool, env_float, env_int, env_list, env_str
@@ -31,6 +32,8 @@ INSTALLED_APPS = [
 # Session, auth and message middleware are lazy: they touch the database only when a view
 # reads request.user or the session, which the write endpoints never do.
 MIDDLEWARE = [
+    # First, so that every line logged for a request (and its response) carries its id.
+    "project.logs.request_id_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, but a POST without its trailing slash is a JSON 404, never a redirect.
@@ -286,11 +289,29 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # The write endpoints enforce their own, smaller limits and answer 413 in JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MESSY_BATCH_MAX_BYTES, 2_621_440)
 
+# --- Logs ----------------------------------------------------------------------------------------
+# Web, worker and beat alike (project.celery hands Celery this configuration). JSON lines by
+# default, one object a line with the ids bound by project.logs (request_id, task_id,
+# task_name, job_id, ...); "text" is the same content as classic lines, for a terminal.
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "project.logs.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "project.logs.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(process)d %(message)s",
+            "timestamp": "time",
+        },
+        "text": {
+            "()": "project.logs.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from project.celery import task_publish
 from project.errors import TRANSIENT_ERRORS
+from project.logs import log_bound_args
 from project.storage import s3_client
 from tasks.kinds import HandOver, JobFailed, JobRun, JobStopped, job_kinds
 from tasks.models import ApiToken, Job, RejectedRecord
@@ -117,6 +118,7 @@ def job_claim(job_id: uuid.UUID | str, owner: str) -> bool:
     )
 
 
+@log_bound_args("job_id")
 def job_run(job_id: uuid.UUID | str, on_progress: Callable[[Job], None] | None = None) -> str:
     """Claim the job and run it until it finishes, hands over or stops; return what happened.
 
