@@ -289,6 +289,11 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # The write endpoints enforce their own, smaller limits and answer 413 in JSON.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(MESSY_BATCH_MAX_BYTES, 2_621_440)
 
+# --- Build ---------------------------------------------------------------------------------------
+# The commit /metrics reports in messy_build_info. Unset: `git rev-parse` of the checkout, once
+# per process (set it where the code is deployed without its .git folder).
+MESSY_GIT_COMMIT = env_str("MESSY_GIT_COMMIT", "")
+
 # --- Logs ----------------------------------------------------------------------------------------
 # Web, worker and beat alike (project.celery hands Celery this configuration). JSON lines by
 # default, one object a line with the ids bound by project.logs (request_id, task_id,

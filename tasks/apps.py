@@ -13,3 +13,8 @@ class TasksConfig(AppConfig):
         from tasks.status import status_components_register
 
         status_components_register()
+        from project.metrics import registry
+        from tasks.metrics import JobsCollector, StagingAgeCollector
+
+        registry.register(JobsCollector())
+        registry.register(StagingAgeCollector())
