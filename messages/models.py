@@ -25,9 +25,15 @@ class Message(models.Model):
 
     class Meta:
         db_table = "message"
-        # For erasure. Declared here rather than with db_index=True, which on PostgreSQL also
-        # builds a second (LIKE-pattern) index that every insert would pay for and no query uses.
-        indexes = [models.Index(fields=["username"], name="message_username")]
+        indexes = [
+            # For erasure. Declared here rather than with db_index=True, which on PostgreSQL also
+            # builds a second (LIKE-pattern) index that every insert would pay for and no query uses.
+            models.Index(fields=["username"], name="message_username"),
+            # For retention (messages_delete_older_than): the rollups count by accepted_at, and
+            # the id is no stand-in for it (a client's own id gives a UUIDv8 of random bits; an
+            # imported record keeps its sent_at as accepted_at under an id of the upload's time).
+            models.Index(fields=["accepted_at"], name="message_accepted_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.username}@{self.city}, {self.state}: {self.message[:40]}"

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -432,6 +433,39 @@ def messages_erase_stored(username: str, limit: int) -> int:
             # Before commit: if the transaction then fails, a missing cache copy costs nothing.
             staging.copies_delete(message_ids)
     return len(message_ids)
+
+
+# Oldest first through the accepted_at index. SKIP LOCKED: a row another transaction holds (an
+# erasure deleting it) is left to that transaction, or to a later chunk, so retention never
+# waits on message rows, and so never in a cycle with an erasure taking them in another order.
+_DELETE_OLDER = f"""
+WITH gone AS (
+    DELETE FROM message WHERE id IN (
+        SELECT id FROM message WHERE accepted_at < %s ORDER BY accepted_at LIMIT %s FOR UPDATE SKIP LOCKED
+    )
+    RETURNING username, city, state, accepted_at
+)
+INSERT INTO {ROLLUPS_REMOVED_TABLE} (username, city, state, accepted_at) SELECT * FROM gone
+"""  # noqa: S608 (a constant, not input)
+
+
+def messages_delete_older_than(cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` stored messages accepted before `cutoff` (the time the rollups count
+    them at), oldest first, and subtract them from the rollups; return how many were deleted.
+    Fewer than `limit`: none is left but those another transaction held (a later call takes
+    them).
+
+    Runs in the caller's transaction (a savepoint of it), like messages_erase_stored, so a job's
+    checkpoint commits with the deletion or not at all; message rows first, then rollup rows.
+    Memcached copies are left alone: they expire within MEMCACHED_PAYLOAD_TTL of staging.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        rollups_removed_table_create(cursor)
+        cursor.execute(_DELETE_OLDER, [cutoff, limit])
+        deleted: int = cursor.rowcount
+        if deleted:
+            rollups_subtract(cursor)
+    return deleted
 
 
 # --- dead letters --------------------------------------------------------------------------------

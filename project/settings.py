@@ -213,6 +213,10 @@ MESSY_JOB_REPORT_URL_EXPIRY = env_int("MESSY_JOB_REPORT_URL_EXPIRY", 300)
 MESSY_ERASE_BATCH_SIZE = env_int("MESSY_ERASE_BATCH_SIZE", 1000)
 MESSY_ERASE_RATE_PER_MINUTE = env_int("MESSY_ERASE_RATE_PER_MINUTE", 10)
 MESSY_ERASE_PENDING_WAIT_SECONDS = env_int("MESSY_ERASE_PENDING_WAIT_SECONDS", 90)
+# Retention (tasks/retention.py): an hourly job deletes the stored messages accepted more than
+# this many days ago, rollups included, MESSY_RETENTION_CHUNK per transaction; 0 keeps them all.
+MESSY_MESSAGE_RETENTION_DAYS = env_int("MESSY_MESSAGE_RETENTION_DAYS", 0)
+MESSY_RETENTION_CHUNK = env_int("MESSY_RETENTION_CHUNK", 5000)
 
 # --- Celery ------------------------------------------------------------------------------------
 # A Redis of its own (scripts/redis.sh broker): a staging Redis that is full refuses the writes

@@ -9,7 +9,7 @@ class TasksConfig(AppConfig):
     def ready(self) -> None:
         # Each kind's module registers it in tasks.kinds.job_kinds when imported; they import
         # models, so not before the app registry is ready.
-        from tasks import erasing, importing  # noqa: F401
+        from tasks import erasing, importing, retention  # noqa: F401
         from tasks.status import status_components_register
 
         status_components_register()

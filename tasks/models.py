@@ -64,6 +64,7 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         IMPORT = "import", "Import messages"
         ERASE = "erase", "Erase a user's messages"
+        RETAIN = "retain", "Delete messages past retention"
 
     class Status(models.TextChoices):
         QUEUED = "queued"

@@ -4,7 +4,7 @@ after its service; the name= strings stay as they were, for queued tasks and bea
 
 from celery import shared_task
 
-from tasks import services
+from tasks import retention, services
 
 
 @shared_task(name="tasks.run_job")
@@ -20,3 +20,9 @@ def jobs_recover() -> int:
 @shared_task(name="tasks.prune")
 def jobs_prune() -> int:
     return services.jobs_prune()
+
+
+@shared_task(name="tasks.retention")
+def retention_job_create() -> str | None:
+    job = retention.retention_job_create()
+    return None if job is None else str(job.pk)
