@@ -72,7 +72,12 @@ def api_token_used(token: ApiToken) -> None:
 
 
 # The scope that creating, and cancelling, a job of each kind takes.
-KIND_SCOPES: dict[str, str] = {Job.Kind.IMPORT: ApiToken.Scope.IMPORT, Job.Kind.ERASE: ApiToken.Scope.ERASE}
+# Retention jobs are the operators' own (the schedule creates them): only admin may cancel one.
+KIND_SCOPES: dict[str, str] = {
+    Job.Kind.IMPORT: ApiToken.Scope.IMPORT,
+    Job.Kind.ERASE: ApiToken.Scope.ERASE,
+    Job.Kind.RETAIN: ApiToken.Scope.ADMIN,
+}
 
 
 def _insufficient_scope(scope: str) -> ApiError:
@@ -130,7 +135,7 @@ def page_token_valid(token: str, job_id: uuid.UUID | str) -> bool:
 
 
 def _bearer(request: HttpRequest) -> str | None:
-    token = bearer_token(request)
+    token = bearer_token(request.META)
     if token == "":
         raise ApiError(401, "authentication_required", "Use Authorization: Bearer <token>.", headers=_CHALLENGE)
     return token

@@ -156,7 +156,9 @@ def _stored_erase(run: JobRun, username: str, state: dict[str, Any]) -> dict[str
             run.checkpoint(
                 done=state["stored"], total=total, message=f"{state['stored']:,} messages erased.", state=state
             )
-        if erased < settings.MESSY_ERASE_BATCH_SIZE:
+        # Only an empty chunk says the user has nothing left: a short one may just mean that
+        # retention (or a second erasure) deleted some of the rows this chunk had picked.
+        if not erased:
             return state
         run.pause_point()
 
