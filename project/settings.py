@@ -253,6 +253,11 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Task events for Flower (scripts/flower.sh): workers report each task's start, end and runtime,
+# and publishers its sending, so Flower shows task rates and queue times. Events go over the
+# broker (a fanout, kept by nobody when no monitor listens), not through gossip or mingle.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
 # A task running when the broker connection drops is cancelled rather than left to finish
 # unacknowledged: the broker redelivers it anyway, and every task is idempotent.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True

@@ -12,6 +12,8 @@ urlpatterns = [
     path("stat/", include("stats.urls")),
     path("tasks/", include("tasks.urls")),
     path("admin/login/", admin_login_limited(admin.site.login)),
+    # Not an admin page: the front door asks it whether a request may reach Flower.
+    path("admin/staff-check/", views.staff_check, name="staff-check"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

@@ -3,6 +3,7 @@
 # Renders deploy/nginx.conf.template with the settings below into FRONT_RUN_DIR and runs it.
 #   FRONT_BIND        where clients connect (default 127.0.0.1:8000)
 #   FRONT_UPSTREAMS   comma-separated web servers (default MESSY_BIND, 127.0.0.1:8001)
+#   FLOWER_PORT       Flower on this host (scripts/flower.sh), served to staff at /flower/
 # Body limits follow the application's own settings, so the proxy never refuses what the
 # application would take, nor passes on what it would refuse anyway.
 set -euo pipefail
@@ -41,6 +42,7 @@ values = {
     "BATCH_MAX_BYTES": "${MESSY_BATCH_MAX_BYTES:-4194304}",
     "IMPORT_MAX_BYTES": "$import_max",
     "RATE_PER_IP": "${FRONT_RATE_PER_IP:-2000}",
+    "FLOWER_PORT": "${FLOWER_PORT:-5555}",
     "BURST_PER_IP": "${FRONT_BURST_PER_IP:-4000}",
 }
 text = open(sys.argv[1]).read()

@@ -53,6 +53,14 @@ class Stack(ProcessGroup):
     def start_beat(self, name: str = "beat") -> None:
         self.beat(name)
 
+    def start_flower(self) -> None:
+        """Flower (./scripts/flower.sh) on a free port of 127.0.0.1; a front door started after
+        it serves it at /flower/."""
+        self.flower_port = free_port()
+        self.env = {**self.env, "FLOWER_PORT": str(self.flower_port)}
+        self.start("flower", ["./scripts/flower.sh"])
+        wait_for_port(self.flower_port, timeout=30)
+
     def start_front(self) -> str:
         """The front door (./scripts/front.sh: nginx) in front of the web port; returns its URL."""
         self.front_port = free_port()
