@@ -1,10 +1,10 @@
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
 from project.storage import s3_client
 from tasks import services
@@ -12,7 +12,72 @@ from tasks.importing import UploadTooLarge, import_job_create
 from tasks.models import Job
 from tasks.records import FORMATS
 
-BAR_WIDTH = 30
+
+class ImportProgress:
+    """The job's progress on stderr: tqdm's bar (bytes read, rate, ETA and the job's counts) on
+    a terminal; elsewhere (a log file, CI, cron) the same figures as plain lines, one every
+    `line_seconds` and one at the end, so the output reads well where a bar's carriage
+    returns would not."""
+
+    # Plain lines carry the bar's figures without the bar.
+    LINE_FORMAT = "{percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+    def __init__(self, stream: TextIO, job: Job, line_seconds: float = 10.0) -> None:
+        self.stream = stream
+        self.line_seconds = line_seconds
+        # disable=None: no bar when the stream is not a terminal.
+        self.bar = tqdm(
+            total=job.progress_total,
+            initial=job.progress_done,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=stream,
+            disable=None,
+            desc=f"import {job.pk}",
+            dynamic_ncols=True,
+        )
+        self.initial = job.progress_done
+        self.started = time.monotonic()
+        self.last_line = -line_seconds
+        self.last_shown: tuple[int, str] | None = None
+
+    def update(self, job: Job) -> None:
+        if not self.bar.disable:
+            self.bar.total = job.progress_total
+            self.bar.update(job.progress_done - self.bar.n)
+            self.bar.set_postfix_str(job.progress_message, refresh=True)
+            return
+        now = time.monotonic()
+        if self._changed(job) and now - self.last_line >= self.line_seconds:
+            self._line(job, now)
+
+    def close(self, job: Job) -> None:
+        if self.bar.disable:
+            if self._changed(job):
+                self._line(job, time.monotonic())
+        else:
+            self.update(job)
+        self.bar.close()
+
+    def _changed(self, job: Job) -> bool:
+        return self.last_shown != (job.progress_done, job.progress_message)
+
+    def _line(self, job: Job, now: float) -> None:
+        self.last_line, self.last_shown = now, (job.progress_done, job.progress_message)
+        line = tqdm.format_meter(
+            n=job.progress_done,
+            total=job.progress_total,
+            elapsed=now - self.started,
+            initial=self.initial,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            postfix=job.progress_message,
+            bar_format=self.LINE_FORMAT,
+        )
+        self.stream.write(f"import {job.pk}: {line}\n")
+        self.stream.flush()
 
 
 class Command(BaseCommand):
@@ -35,13 +100,15 @@ class Command(BaseCommand):
             except UploadTooLarge:
                 raise CommandError(f"{file} is larger than MESSY_IMPORT_MAX_BYTES.") from None
         self.stderr.write(f"job {job.pk}")
+        # The stream itself: Django's wrapper would end each of the bar's redraws with a newline.
+        progress = ImportProgress(cast(TextIO, self.stderr._out), job)
         # Run here; if the run hands over or another process holds the job, watch it finish.
         while not job.is_finished:
-            if services.job_run(job.pk, on_progress=self._bar) == "skipped":
+            if services.job_run(job.pk, on_progress=progress.update) == "skipped":
                 time.sleep(0.5)
             job.refresh_from_db()
-            self._bar(job)
-        sys.stderr.write("\n")
+            progress.update(job)
+        progress.close(job)
         if job.result_key and report:
             body = s3_client().get_object(Bucket=settings.S3_BUCKET, Key=job.result_key)["Body"]
             report.write_bytes(body.read())
@@ -53,9 +120,3 @@ class Command(BaseCommand):
             f"{result.get('stored', 0):,} stored, {result.get('rejected', 0):,} rejected "
             f"of {result.get('records', 0):,} records."
         )
-
-    def _bar(self, job: Job) -> None:
-        fraction = min(1.0, job.progress_done / job.progress_total) if job.progress_total else 0.0
-        filled = int(fraction * BAR_WIDTH)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {job.progress_message}")
-        sys.stderr.flush()
