@@ -7,13 +7,13 @@ process (and rebuilt when a test overrides the setting), and a key's digest is c
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.http import HttpRequest
 
 from project.http import bearer_token, client_ip
 
@@ -22,9 +22,10 @@ from project.http import bearer_token, client_ip
 KEY_DIGEST_CHARS = 16
 
 
-def api_key_from(request: HttpRequest) -> str:
-    """The write API key the client sent (X-API-Key or Authorization: Bearer), "" if none."""
-    return bearer_token(request) or request.META.get("HTTP_X_API_KEY", "")
+def api_key_from(meta: Mapping[str, Any]) -> str:
+    """The write API key the client sent (X-API-Key or Authorization: Bearer), "" if none.
+    `meta`: the WSGI environ (a Django request's META)."""
+    return bearer_token(meta) or meta.get("HTTP_X_API_KEY", "")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -96,10 +97,10 @@ def api_key_valid(api_key: str) -> bool:
     return _sha256(api_key) in _settings().valid_digests
 
 
-def quota_subject(request: HttpRequest, api_key: str) -> tuple[str, Quota]:
+def quota_subject(meta: Mapping[str, Any], api_key: str) -> tuple[str, Quota]:
     """Who a write is charged to and the quota that applies: the key's digest when write keys
     are required (then `api_key` is a valid one), otherwise the client's address
     (project.http.client_ip: a client cannot choose it)."""
     config = _settings()
-    who = api_key_digest(api_key) if settings.MESSY_REQUIRE_WRITE_API_KEY else client_ip(request)
+    who = api_key_digest(api_key) if settings.MESSY_REQUIRE_WRITE_API_KEY else client_ip(meta)
     return who, config.overrides.get(who, config.default)

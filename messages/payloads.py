@@ -3,19 +3,22 @@
 Every failure is an ApiError with a 4xx status: a malformed request never becomes a 500.
 Text is decoded strictly as UTF-8, because Django's own form parsing would silently replace
 invalid bytes and PostgreSQL rejects what cannot be decoded.
+
+What they read is the WSGI environ (`meta`: a Django request's META is that same dict) and the
+body, through `read_body`, called at most once and only after the size checks: so Django's views
+and the lean handler (messages.lean, with no Django request) read requests the same way.
 """
 
 import hashlib
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from django.conf import settings
-from django.http import HttpRequest
 
 from messages.validation import MessageInput
 from project.http import ApiError
@@ -25,9 +28,12 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
 FORM_TYPE = "application/x-www-form-urlencoded"
 MULTIPART_TYPE = "multipart/form-data"
 
+# Reads the request's body (Django: lambda: request.body); called at most once.
+BodyReader = Callable[[], bytes]
 
-def _media_type(request: HttpRequest) -> str:
-    return (request.META.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+
+def media_type(meta: Mapping[str, Any]) -> str:
+    return (meta.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
 
 
 def _is_json(media_type: str) -> bool:
@@ -38,7 +44,7 @@ def _too_large(max_bytes: int) -> ApiError:
     return ApiError(413, "body_too_large", f"The body is larger than {max_bytes} bytes.")
 
 
-def body_read(request: HttpRequest, max_bytes: int) -> bytes:
+def body_read(meta: Mapping[str, Any], read_body: BodyReader, max_bytes: int) -> bytes:
     """The request body, refusing with 413 anything over max_bytes before reading it.
 
     A body sent with `Content-Encoding: gzip` is inflated here, and max_bytes then bounds what
@@ -46,17 +52,17 @@ def body_read(request: HttpRequest, max_bytes: int) -> bytes:
     never more than max_bytes + 1 bytes, so a small bomb costs nothing. Another encoding is
     415; a body that is not valid gzip is 400."""
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise ApiError(400, "bad_content_length", "Content-Length is not a number.") from None
     if declared > max_bytes:
         raise _too_large(max_bytes)
-    encoding = request.META.get("HTTP_CONTENT_ENCODING")
+    encoding = meta.get("HTTP_CONTENT_ENCODING")
     if not encoding or encoding.strip().lower() == "identity":
-        return request.body
+        return read_body()
     if encoding.strip().lower() not in GZIP_ENCODINGS:
         raise ApiError(415, "unsupported_content_encoding", "Send the body as it is, or with Content-Encoding: gzip.")
-    return gunzip(request.body, max_bytes)
+    return gunzip(read_body(), max_bytes)
 
 
 GZIP_ENCODINGS = ("gzip", "x-gzip")
@@ -96,26 +102,36 @@ def json_decode(raw: bytes | str) -> Any:
         raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
 
 
-def write_data(request: HttpRequest) -> dict[str, Any]:
-    """The one message of a /message/write/ request, from its query string, form or JSON body."""
-    if request.method == "GET":
-        query = request.META.get("QUERY_STRING", "")
+def write_data(
+    method: str | None,
+    meta: Mapping[str, Any],
+    read_body: BodyReader,
+    multipart: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The one message of a /message/write/ request, from its query string, form or JSON body.
+
+    `multipart` reads a multipart/form-data body (Django's parser: request.POST); a caller
+    without one (the lean handler) hands such requests to Django before calling this."""
+    if method == "GET":
+        query = meta.get("QUERY_STRING", "")
         # WSGI hands the query string over as latin-1 decoded bytes; get the bytes back.
         return _form_decode(query.encode("latin-1"))
-    media_type = _media_type(request)
-    raw = body_read(request, settings.MESSY_WRITE_MAX_BYTES)
-    if _is_json(media_type):
+    kind = media_type(meta)
+    if kind == MULTIPART_TYPE and multipart is None:
+        raise RuntimeError("a multipart body needs Django's parser")
+    raw = body_read(meta, read_body, settings.MESSY_WRITE_MAX_BYTES)
+    if _is_json(kind):
         data = json_decode(raw)
         if not isinstance(data, dict):
             raise ApiError(400, "malformed_json", "The body must be a JSON object.")
         return data
-    if media_type == FORM_TYPE:
+    if kind == FORM_TYPE:
         return _form_decode(raw)
-    if media_type == MULTIPART_TYPE:
+    if kind == MULTIPART_TYPE and multipart is not None:
         # Django's multipart parser reads the raw body: it cannot be compressed.
-        if request.META.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() != "identity":
+        if meta.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() != "identity":
             raise ApiError(415, "unsupported_content_encoding", "Send multipart form data uncompressed.")
-        return request.POST.dict()
+        return multipart()
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -135,17 +151,17 @@ def _too_many_items() -> ApiError:
     return ApiError(413, "too_many_items", f"A batch holds at most {settings.MESSY_BATCH_MAX_ITEMS} messages.")
 
 
-def batch_items(request: HttpRequest) -> list[BatchItem]:
+def batch_items(meta: Mapping[str, Any], read_body: BodyReader) -> list[BatchItem]:
     """Items of a /message/batch/ request: a JSON array, or NDJSON (one object a line).
 
     In NDJSON a line that is not JSON is one rejected item, not a failed request; blank lines
     are skipped. Either way the count is bounded (413 beyond).
     """
-    media_type = _media_type(request)
-    raw = body_read(request, settings.MESSY_BATCH_MAX_BYTES)
+    kind = media_type(meta)
+    raw = body_read(meta, read_body, settings.MESSY_BATCH_MAX_BYTES)
     if not raw.strip():
         raise ApiError(400, "empty_batch", "The batch holds no messages.")
-    if _is_json(media_type):
+    if _is_json(kind):
         data = json_decode(raw)
         if not isinstance(data, list):
             raise ApiError(400, "malformed_json", "The body must be a JSON array of message objects.")
@@ -153,7 +169,7 @@ def batch_items(request: HttpRequest) -> list[BatchItem]:
         if len(data) > settings.MESSY_BATCH_MAX_ITEMS:
             raise _too_many_items()
         items = [BatchItem(item) for item in data]
-    elif media_type in NDJSON_TYPES:
+    elif kind in NDJSON_TYPES:
         items = []
         for line in raw.split(b"\n"):
             if not line.strip():
@@ -175,9 +191,9 @@ def batch_items(request: HttpRequest) -> list[BatchItem]:
     return items
 
 
-def idempotency_key_from(request: HttpRequest) -> str:
+def idempotency_key_from(meta: Mapping[str, Any]) -> str:
     """The client's Idempotency-Key header, checked; "" when absent."""
-    value = request.META.get("HTTP_IDEMPOTENCY_KEY", "")
+    value = meta.get("HTTP_IDEMPOTENCY_KEY", "")
     if not value:
         return ""
     if len(value) > 255 or not value.isascii() or not value.isprintable():

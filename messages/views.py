@@ -1,8 +1,14 @@
-"""Write endpoints and the status read. Thin: parse, call a service, answer."""
+"""Write endpoints and the status read. Thin: parse, call a service, answer.
+
+The write endpoints are served twice over: by the Django views below, and by the lean handler
+(messages.lean) that project.wsgi dispatches to before Django's. Both call the same functions,
+message_write_answer and message_batch_answer, which read only the WSGI environ and the body
+and return a project.http.Answer, so the contract cannot differ between them.
+"""
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -12,42 +18,50 @@ from django.http import HttpRequest, HttpResponse
 
 from messages import clients, payloads, selectors, services
 from messages.validation import MessageInput, message_validate
-from project.http import ApiError, api_view, json_response, methods
+from project.http import Answer, ApiError, api_view, json_response, method_check, methods
 
 ACCEPTED = 202
-_api_key = clients.api_key_from
+WRITE_METHODS = ("GET", "POST")
+BATCH_METHODS = ("POST",)
+
+
+def write_key_check(meta: Mapping[str, Any]) -> str:
+    """When MESSY_REQUIRE_WRITE_API_KEY is on, writes need a key from MESSY_WRITE_API_KEYS
+    (checked against settings, in constant time, not the database: no query on the write path).
+    Returns the key the client sent ("" if none)."""
+    key = clients.api_key_from(meta)
+    if settings.MESSY_REQUIRE_WRITE_API_KEY:
+        if not key:
+            raise ApiError(401, "api_key_required", "Send an API key in X-API-Key or Authorization: Bearer.")
+        if not clients.api_key_valid(key):
+            raise ApiError(403, "api_key_invalid", "That API key is not valid.")
+    return key
 
 
 def write_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """When MESSY_REQUIRE_WRITE_API_KEY is on, writes need a key from MESSY_WRITE_API_KEYS
-    (checked against settings, in constant time, not the database: no query on the write path)."""
+    """write_key_check as a decorator, for the status read."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if settings.MESSY_REQUIRE_WRITE_API_KEY:
-            key = _api_key(request)
-            if not key:
-                raise ApiError(401, "api_key_required", "Send an API key in X-API-Key or Authorization: Bearer.")
-            if not clients.api_key_valid(key):
-                raise ApiError(403, "api_key_invalid", "That API key is not valid.")
+        write_key_check(request.META)
         return view(request, *args, **kwargs)
 
     return wrapper
 
 
 def _stage(
-    request: HttpRequest,
+    meta: Mapping[str, Any],
+    api_key: str,
     inputs: list[MessageInput],
     answer: Callable[[services.Accepted], dict[str, Any]],
     endpoint: str,
     verdicts: list[MessageInput | None],
-) -> HttpResponse:
+) -> Answer:
     """Stage validated inputs and turn each failure into its documented answer: the write path
     answers 202, 4xx, or 429/503 with Retry-After, never 500."""
-    client_key = payloads.idempotency_key_from(request)
+    client_key = payloads.idempotency_key_from(meta)
     retry_after = {"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)}
-    api_key = _api_key(request)
-    subject, quota = clients.quota_subject(request, api_key)
+    subject, quota = clients.quota_subject(meta, api_key)
     try:
         staged = services.messages_accept(
             inputs,
@@ -81,10 +95,8 @@ def _stage(
             503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=retry_after
         ) from None
     if staged.quota_remaining is None or quota is None:
-        return json_response(staged.body, status=ACCEPTED)
-    return json_response(
-        staged.body, status=ACCEPTED, headers=_rate_limit(quota, staged.quota_remaining, staged.quota_reset or 0)
-    )
+        return Answer(ACCEPTED, staged.body)
+    return Answer(ACCEPTED, staged.body, _rate_limit(quota, staged.quota_remaining, staged.quota_reset or 0))
 
 
 def _rate_limit(quota: clients.Quota, remaining: int, reset: int) -> dict[str, str]:
@@ -97,23 +109,28 @@ def _single_answer(accepted: services.Accepted) -> dict[str, Any]:
     return {"id": accepted[0]["id"], "status": "accepted"}
 
 
-@api_view
-@methods("GET", "POST")
-@write_key_required
-def message_write(request: HttpRequest) -> HttpResponse:
-    data = payloads.write_data(request)
+def message_write_answer(
+    method: str | None,
+    meta: Mapping[str, Any],
+    read_body: payloads.BodyReader,
+    multipart: Callable[[], dict[str, Any]] | None = None,
+) -> Answer:
+    """POST or GET /message/write/: one message. Raises ApiError for every refusal."""
+    method_check(method, WRITE_METHODS)
+    api_key = write_key_check(meta)
+    data = payloads.write_data(method, meta, read_body, multipart)
     clean, errors = message_validate(data)
     if clean is None:
         services.messages_rejected_count(1)
         raise ApiError(400, "invalid_message", "Some fields are not valid.", fields=errors)
-    return _stage(request, [clean], _single_answer, "write", [clean])
+    return _stage(meta, api_key, [clean], _single_answer, "write", [clean])
 
 
-@api_view
-@methods("POST")
-@write_key_required
-def message_batch(request: HttpRequest) -> HttpResponse:
-    items = payloads.batch_items(request)
+def message_batch_answer(method: str | None, meta: Mapping[str, Any], read_body: payloads.BodyReader) -> Answer:
+    """POST /message/batch/: many messages, each accepted or rejected on its own."""
+    method_check(method, BATCH_METHODS)
+    api_key = write_key_check(meta)
+    items = payloads.batch_items(meta, read_body)
     checked = [
         (None, {"__all__": [item.parse_error]}) if item.parse_error else message_validate(item.data) for item in items
     ]
@@ -133,8 +150,20 @@ def message_batch(request: HttpRequest) -> HttpResponse:
         return {"accepted": len(accepted), "rejected": len(checked) - len(accepted), "results": results}
 
     if not accepted:
-        return json_response({"error": "no_valid_messages", **answer([])}, status=400)
-    return _stage(request, accepted, answer, "batch", verdicts)
+        return Answer(400, {"error": "no_valid_messages", **answer([])})
+    return _stage(meta, api_key, accepted, answer, "batch", verdicts)
+
+
+@api_view
+def message_write(request: HttpRequest) -> HttpResponse:
+    return message_write_answer(
+        request.method, request.META, lambda: request.body, lambda: request.POST.dict()
+    ).response()
+
+
+@api_view
+def message_batch(request: HttpRequest) -> HttpResponse:
+    return message_batch_answer(request.method, request.META, lambda: request.body).response()
 
 
 @api_view

@@ -7,6 +7,7 @@ reads or writes the same way: bearer credentials, the client's address and times
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +22,26 @@ from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 JSON_CONTENT_TYPE = "application/json"
 
 
+def json_encode(body: Any) -> bytes:
+    """The bytes of every JSON answer (Django's and project.lean's alike)."""
+    return orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(
-        orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS),
-        status=status,
-        content_type=JSON_CONTENT_TYPE,
-        headers=headers,
-    )
+    return HttpResponse(json_encode(body), status=status, content_type=JSON_CONTENT_TYPE, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A JSON answer before it is a response of any framework: endpoints that are served both by
+    a Django view and by a lean handler (project.lean) build one, and each turns it into its own."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] | None = None
+
+    def response(self) -> HttpResponse:
+        return json_response(self.body, status=self.status, headers=self.headers)
 
 
 def timestamp(moment: datetime | None) -> str | None:
@@ -38,12 +52,13 @@ def timestamp(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def bearer_token(request: HttpRequest) -> str | None:
+def bearer_token(meta: Mapping[str, Any]) -> str | None:
     """The token of an `Authorization: Bearer <token>` header: None when there is no
     Authorization header, "" when it holds another scheme or no token. The scheme is
-    case-insensitive (RFC 7235). Read from request.META rather than request.headers: the
-    latter builds a dict of every header, a cost the write path would pay on every request."""
-    header = request.META.get("HTTP_AUTHORIZATION")
+    case-insensitive (RFC 7235). `meta`: the WSGI environ (a Django request's META), rather than
+    request.headers: the latter builds a dict of every header, a cost the write path would pay
+    on every request."""
+    header = meta.get("HTTP_AUTHORIZATION")
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
@@ -62,22 +77,23 @@ def _trusted_proxies_forget(setting: str, **_: Any) -> None:
         _trusted_proxies = None
 
 
-def client_ip(request: HttpRequest) -> str:
+def client_ip(meta: Mapping[str, Any]) -> str:
     """The address of the client that sent the request: REMOTE_ADDR, unless that is one of
     MESSY_TRUSTED_PROXIES, in which case the address that proxy put in X-Forwarded-For (the
     rightmost entry that is not itself a trusted proxy). Anything else in the header was written
     by the client and is ignored, so a client cannot pick the address its quota is charged to.
 
-    On the write path: the trusted set is built once per process, not per request.
+    `meta`: the WSGI environ (a Django request's META). On the write path: the trusted set is
+    built once per process, not per request.
     """
     global _trusted_proxies
-    remote = request.META.get("REMOTE_ADDR", "")
+    remote = meta.get("REMOTE_ADDR", "")
     trusted = _trusted_proxies
     if trusted is None:
         trusted = _trusted_proxies = frozenset(settings.MESSY_TRUSTED_PROXIES)
     if remote not in trusted:
         return remote
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
     if not forwarded:
         return remote
     hops = [hop.strip() for hop in forwarded.split(",")]
@@ -106,11 +122,14 @@ class ApiError(Exception):
         self.fields = fields
         self.headers = headers
 
-    def response(self) -> HttpResponse:
+    def answer(self) -> Answer:
         body: dict[str, Any] = {"error": self.error, "message": self.message}
         if self.fields:
             body["fields"] = self.fields
-        return json_response(body, status=self.status, headers=self.headers)
+        return Answer(self.status, body, self.headers)
+
+    def response(self) -> HttpResponse:
+        return self.answer().response()
 
 
 def api_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -128,19 +147,24 @@ def api_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     return wrapper
 
 
+def method_check(method: str | None, allowed: tuple[str, ...]) -> None:
+    """405 in the JSON error shape, with Allow, unless `method` is one of `allowed`."""
+    if method not in allowed:
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            f"Use {' or '.join(allowed)}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+
 def methods(*allowed: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """Like require_http_methods, but answering 405 in the JSON error shape."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in allowed:
-                raise ApiError(
-                    405,
-                    "method_not_allowed",
-                    f"Use {' or '.join(allowed)}.",
-                    headers={"Allow": ", ".join(allowed)},
-                )
+            method_check(request.method, allowed)
             return view(request, *args, **kwargs)
 
         return wrapper
@@ -152,8 +176,13 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     return ApiError(404, "not_found", "No such endpoint.").response()
 
 
+def server_error() -> ApiError:
+    """The answer to a bug: Django's handler500 and the lean handlers' (project.lean)."""
+    return ApiError(500, "server_error", "Internal error; it has been logged.")
+
+
 def handler500(request: HttpRequest) -> HttpResponse:
-    return ApiError(500, "server_error", "Internal error; it has been logged.").response()
+    return server_error().response()
 
 
 class CommonMiddleware(DjangoCommonMiddleware):

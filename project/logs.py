@@ -151,6 +151,16 @@ def request_id_mint() -> str:
     return os.urandom(16).hex()
 
 
+def request_id_from(meta: Mapping[str, Any]) -> str:
+    """The request's id: the X-Request-ID it came with (`meta`: the WSGI environ, a Django
+    request's META) when that is sane, else a fresh one. The one rule for Django's requests
+    (request_id_middleware) and the lean handlers' (project.lean)."""
+    request_id = meta.get("HTTP_X_REQUEST_ID")
+    if not request_id or not _REQUEST_ID.fullmatch(request_id):
+        return request_id_mint()
+    return request_id
+
+
 def request_id_middleware(
     get_response: Callable[[HttpRequest], HttpResponse],
 ) -> Callable[[HttpRequest], HttpResponse]:
@@ -161,9 +171,7 @@ def request_id_middleware(
     (about a microsecond); minting, when nothing was sent, adds about as much again."""
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        request_id = request.META.get("HTTP_X_REQUEST_ID")
-        if not request_id or not _REQUEST_ID.fullmatch(request_id):
-            request_id = request_id_mint()
+        request_id = request_id_from(request.META)
         token = _context.set(MappingProxyType({**_context.get(), "request_id": request_id}))
         try:
             response = get_response(request)

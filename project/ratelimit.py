@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def _failures_key(scope: str, request: HttpRequest) -> str:
-    return key("authfail", scope, client_ip(request))
+    return key("authfail", scope, client_ip(request.META))
 
 
 def auth_failures_wait(scope: str, request: HttpRequest) -> int:

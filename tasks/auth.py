@@ -135,7 +135,7 @@ def page_token_valid(token: str, job_id: uuid.UUID | str) -> bool:
 
 
 def _bearer(request: HttpRequest) -> str | None:
-    token = bearer_token(request)
+    token = bearer_token(request.META)
     if token == "":
         raise ApiError(401, "authentication_required", "Use Authorization: Bearer <token>.", headers=_CHALLENGE)
     return token

@@ -116,7 +116,7 @@ def _erase_data(request: HttpRequest) -> dict[str, Any]:
             return request.POST.dict()
         except MultiPartParserError:
             raise ApiError(400, "malformed_form", "The form data could not be parsed.") from None
-    return write_data(request)
+    return write_data(request.method, request.META, lambda: request.body, lambda: request.POST.dict())
 
 
 @api_view

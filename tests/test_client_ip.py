@@ -1,8 +1,9 @@
 """project.http.client_ip: X-Forwarded-For is believed only from a trusted proxy, and only the
 part that proxy wrote."""
 
+from typing import Any
+
 import pytest
-from django.http import HttpRequest
 from django.test import RequestFactory
 
 from project.http import client_ip
@@ -10,11 +11,12 @@ from project.http import client_ip
 FRONT = "127.0.0.1"
 
 
-def request(remote: str, forwarded: str | None = None) -> HttpRequest:
+def request(remote: str, forwarded: str | None = None) -> dict[str, Any]:
+    """The request's WSGI environ (its META)."""
     built = RequestFactory().get("/", REMOTE_ADDR=remote)
     if forwarded is not None:
         built.META["HTTP_X_FORWARDED_FOR"] = forwarded
-    return built
+    return built.META
 
 
 def test_a_direct_client_is_its_own_address_whatever_it_claims():
