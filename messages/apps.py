@@ -1,6 +1,7 @@
 from django.apps import AppConfig
 
 from messages.metrics import StagingCollector
+from project.lean import lean_paths_register
 from project.metrics import registry
 
 
@@ -13,3 +14,7 @@ class MessagesConfig(AppConfig):
 
     def ready(self) -> None:
         registry.register(StagingCollector())
+        # The write endpoints, served by project.wsgi before Django's handler.
+        from messages.lean import HANDLERS  # imports the views: not before the apps are ready
+
+        lean_paths_register(HANDLERS)

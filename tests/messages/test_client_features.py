@@ -72,18 +72,18 @@ def test_another_key_with_the_same_client_id_gets_its_own_message_not_the_first(
     assert stored(other).message == "claimed?"
 
 
-def test_a_uuidv7_client_id_keeps_its_millisecond_and_other_uuids_are_accepted():
-    answered = post_json(Client(), "/message/write/", {**GOOD, "id": CLIENT_ID}).json()["id"]
+def test_a_uuidv7_client_id_keeps_its_millisecond_and_other_uuids_are_accepted(write_client):
+    answered = post_json(write_client(), "/message/write/", {**GOOD, "id": CLIENT_ID}).json()["id"]
     assert message_id_ms(uuid.UUID(answered)) == message_id_ms(uuid.UUID(CLIENT_ID))
     v4 = str(uuid.uuid4())
-    first = post_json(Client(), "/message/write/", {**GOOD, "id": v4}).json()["id"]
-    assert post_json(Client(), "/message/write/", {**GOOD, "id": v4}).json()["id"] == first
+    first = post_json(write_client(), "/message/write/", {**GOOD, "id": v4}).json()["id"]
+    assert post_json(write_client(), "/message/write/", {**GOOD, "id": v4}).json()["id"] == first
     assert uuid.UUID(first).version == 8
 
 
 @pytest.mark.parametrize("bad", ["not-a-uuid", 42, "x" * 100])
-def test_a_client_id_that_is_not_a_uuid_is_a_field_error(bad):
-    response = post_json(Client(), "/message/write/", {**GOOD, "id": bad})
+def test_a_client_id_that_is_not_a_uuid_is_a_field_error(bad, write_client):
+    response = post_json(write_client(), "/message/write/", {**GOOD, "id": bad})
     assert response.status_code == 400
     assert response.json()["fields"] == {"id": ["Must be a UUID."]}
 
@@ -96,22 +96,22 @@ def test_a_client_id_that_is_not_a_uuid_is_a_field_error(bad):
     "sent_at",
     ["2026-01-01T10:00:00Z", "2026-01-01T11:00:00+01:00", 1767261600000, "1767261600000"],
 )
-def test_sent_at_is_stored_from_iso_8601_with_a_zone_or_unix_ms(settings, sent_at):
+def test_sent_at_is_stored_from_iso_8601_with_a_zone_or_unix_ms(settings, sent_at, write_client):
     settings.MESSY_SENT_AT_MAX_AGE_SECONDS = 10**10
-    message_id = post_json(Client(), "/message/write/", {**GOOD, "sent_at": sent_at}).json()["id"]
+    message_id = post_json(write_client(), "/message/write/", {**GOOD, "sent_at": sent_at}).json()["id"]
     services.messages_drain(slot=0)
     assert stored(message_id).sent_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
-    body = Client().get(f"/message/{message_id}/").json()
+    body = write_client().get(f"/message/{message_id}/").json()
     assert body["sent_at"] == "2026-01-01T10:00:00.000Z"
     # A live write keeps counting at the server's time: the timeline is the rate of acceptance.
     assert stored(message_id).accepted_at > datetime(2026, 1, 2, tzinfo=UTC)
 
 
 @pytest.mark.django_db
-def test_without_sent_at_the_status_says_null():
-    message_id = post_json(Client(), "/message/write/", GOOD).json()["id"]
+def test_without_sent_at_the_status_says_null(write_client):
+    message_id = post_json(write_client(), "/message/write/", GOOD).json()["id"]
     services.messages_drain(slot=0)
-    assert Client().get(f"/message/{message_id}/").json()["sent_at"] is None
+    assert write_client().get(f"/message/{message_id}/").json()["sent_at"] is None
 
 
 def _iso(moment: datetime) -> str:
@@ -130,16 +130,16 @@ def _iso(moment: datetime) -> str:
         (-1, "old"),
     ],
 )
-def test_a_sent_at_out_of_bounds_or_unreadable_is_a_field_error(sent_at, reason):
-    response = post_json(Client(), "/message/write/", {**GOOD, "sent_at": sent_at})
+def test_a_sent_at_out_of_bounds_or_unreadable_is_a_field_error(sent_at, reason, write_client):
+    response = post_json(write_client(), "/message/write/", {**GOOD, "sent_at": sent_at})
     assert response.status_code == 400
     assert reason in response.json()["fields"]["sent_at"][0]
     assert staging.backlog() == 0
 
 
-def test_a_little_clock_skew_is_accepted():
+def test_a_little_clock_skew_is_accepted(write_client):
     ahead = datetime.now(UTC) + timedelta(minutes=2)
-    assert post_json(Client(), "/message/write/", {**GOOD, "sent_at": _iso(ahead)}).status_code == 202
+    assert post_json(write_client(), "/message/write/", {**GOOD, "sent_at": _iso(ahead)}).status_code == 202
 
 
 @pytest.mark.django_db(transaction=True)
@@ -165,14 +165,16 @@ def test_an_import_keeps_each_records_own_time_in_the_rollups(s3_server):
 # --- gzip ------------------------------------------------------------------------------------
 
 
-def post_gzip(path: str, raw: bytes, content_type: str = "application/json", encoding: str = "gzip"):
-    return Client().post(path, data=raw, content_type=content_type, headers={"Content-Encoding": encoding})
+def post_gzip(
+    client: type[Client], path: str, raw: bytes, content_type: str = "application/json", encoding: str = "gzip"
+):
+    return client().post(path, data=raw, content_type=content_type, headers={"Content-Encoding": encoding})
 
 
-def test_gzipped_writes_and_batches_are_accepted():
-    assert post_gzip("/message/write/", gzip.compress(json.dumps(GOOD).encode())).status_code == 202
+def test_gzipped_writes_and_batches_are_accepted(write_client):
+    assert post_gzip(write_client, "/message/write/", gzip.compress(json.dumps(GOOD).encode())).status_code == 202
     ndjson = b"".join(json.dumps({**GOOD, "message": f"m{i}"}).encode() + b"\n" for i in range(3))
-    response = post_gzip("/message/batch/", gzip.compress(ndjson), "application/x-ndjson")
+    response = post_gzip(write_client, "/message/batch/", gzip.compress(ndjson), "application/x-ndjson")
     assert response.status_code == 202
     assert response.json()["accepted"] == 3
     assert [p["message"] for p in map(json.loads, (f[b"m"] for _, f in _entries()))][-3:] == ["m0", "m1", "m2"]
@@ -182,17 +184,17 @@ def _entries():
     return staging.redis_client().xrange(staging.stream_key())
 
 
-def test_the_size_limit_applies_to_the_inflated_body(settings):
+def test_the_size_limit_applies_to_the_inflated_body(settings, write_client):
     settings.MESSY_WRITE_MAX_BYTES = 1000
     bomb = gzip.compress(json.dumps({**GOOD, "pad": " " * 5000}).encode())
     assert len(bomb) < 1000
     started = time.perf_counter()
-    response = post_gzip("/message/write/", bomb)
+    response = post_gzip(write_client, "/message/write/", bomb)
     assert (response.status_code, response.json()["error"]) == (413, "body_too_large")
     assert time.perf_counter() - started < 1
     big_batch = gzip.compress(json.dumps([GOOD] * 10).encode())
     settings.MESSY_BATCH_MAX_BYTES = 500
-    assert post_gzip("/message/batch/", big_batch).status_code == 413
+    assert post_gzip(write_client, "/message/batch/", big_batch).status_code == 413
 
 
 @pytest.mark.parametrize(
@@ -200,35 +202,35 @@ def test_the_size_limit_applies_to_the_inflated_body(settings):
     [b"not gzip at all", gzip.compress(json.dumps(GOOD).encode())[:-12]],
     ids=["corrupt", "truncated"],
 )
-def test_a_body_that_is_not_valid_gzip_is_400(raw):
-    response = post_gzip("/message/write/", raw)
+def test_a_body_that_is_not_valid_gzip_is_400(raw, write_client):
+    response = post_gzip(write_client, "/message/write/", raw)
     assert (response.status_code, response.json()["error"]) == (400, "malformed_gzip")
 
 
-def test_an_unknown_content_encoding_is_415():
-    response = post_gzip("/message/batch/", b"...", encoding="br")
+def test_an_unknown_content_encoding_is_415(write_client):
+    response = post_gzip(write_client, "/message/batch/", b"...", encoding="br")
     assert (response.status_code, response.json()["error"]) == (415, "unsupported_content_encoding")
-    assert post_gzip("/message/write/", json.dumps(GOOD).encode(), encoding="identity").status_code == 202
+    assert post_gzip(write_client, "/message/write/", json.dumps(GOOD).encode(), encoding="identity").status_code == 202
 
 
 # --- paths without the trailing slash --------------------------------------------------------
 
 
-def test_writes_without_the_trailing_slash_are_accepted_not_redirected():
-    assert post_json(Client(), "/message/write", GOOD).status_code == 202
-    response = post_json(Client(), "/message/batch", [GOOD])
+def test_writes_without_the_trailing_slash_are_accepted_not_redirected(write_client):
+    assert post_json(write_client(), "/message/write", GOOD).status_code == 202
+    response = post_json(write_client(), "/message/batch", [GOOD])
     assert response.status_code == 202
     assert staging.backlog() == 2
 
 
-def test_another_post_without_its_slash_is_a_json_404_naming_the_path():
-    response = Client().post("/tasks/import", data=b"x", content_type="application/x-ndjson")
+def test_another_post_without_its_slash_is_a_json_404_naming_the_path(write_client):
+    response = write_client().post("/tasks/import", data=b"x", content_type="application/x-ndjson")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
     assert "/tasks/import/" in response.json()["message"]
 
 
-def test_a_get_without_its_slash_is_still_redirected():
-    response = Client().get("/stat")
+def test_a_get_without_its_slash_is_still_redirected(write_client):
+    response = write_client().get("/stat")
     assert response.status_code == 301
     assert response["Location"] == "/stat/"

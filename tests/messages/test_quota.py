@@ -32,9 +32,9 @@ def quota(settings):
     return set_quota
 
 
-def test_over_quota_a_write_gets_429_with_retry_after_and_ratelimit_headers(quota):
+def test_over_quota_a_write_gets_429_with_retry_after_and_ratelimit_headers(quota, write_client):
     quota(rate=0.5, burst=2)
-    client = Client()
+    client = write_client()
     first = write(client)
     assert first.status_code == 202
     assert (first["RateLimit-Limit"], first["RateLimit-Remaining"]) == ("2", "1")
@@ -52,17 +52,17 @@ def test_over_quota_a_write_gets_429_with_retry_after_and_ratelimit_headers(quot
     assert staging.backlog() == 2
 
 
-def test_the_bucket_refills_over_time(quota):
+def test_the_bucket_refills_over_time(quota, write_client):
     quota(rate=20, burst=2)
-    client = Client()
+    client = write_client()
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
     time.sleep(0.12)  # 2.4 tokens' worth, capped at the burst of 2
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
 
 
-def test_a_batch_spends_one_token_per_accepted_message(quota):
+def test_a_batch_spends_one_token_per_accepted_message(quota, write_client):
     quota(rate=0.01, burst=5)
-    client = Client()
+    client = write_client()
     response = batch(client, [GOOD, {"username": "rejected"}, GOOD, GOOD])
     assert response.status_code == 202
     assert response.json()["accepted"] == 3
@@ -75,39 +75,39 @@ def test_a_batch_spends_one_token_per_accepted_message(quota):
     assert batch(client, [GOOD, GOOD]).status_code == 202
 
 
-def test_a_batch_larger_than_the_burst_is_refused_and_told_to_split(quota):
+def test_a_batch_larger_than_the_burst_is_refused_and_told_to_split(quota, write_client):
     quota(rate=1, burst=2)
-    refused = batch(Client(), [GOOD, GOOD, GOOD])
+    refused = batch(write_client(), [GOOD, GOOD, GOOD])
     assert refused.status_code == 429
     assert "smaller batches" in refused.json()["message"]
     assert staging.backlog() == 0
 
 
-def test_rate_0_turns_quotas_off(quota):
+def test_rate_0_turns_quotas_off(quota, write_client):
     quota(rate=0, burst=1)
-    client = Client()
+    client = write_client()
     responses = [write(client) for _ in range(3)]
     assert [r.status_code for r in responses] == [202, 202, 202]
     assert "RateLimit-Limit" not in responses[0]
     assert not list(redis_client().scan_iter(staging.quota_key("*")))
 
 
-def test_with_keys_each_key_has_its_bucket_and_an_override_by_digest_or_key(quota, settings):
+def test_with_keys_each_key_has_its_bucket_and_an_override_by_digest_or_key(quota, settings, write_client):
     settings.MESSY_REQUIRE_WRITE_API_KEY = True
     settings.MESSY_WRITE_API_KEYS = ["key-small", "key-other", "key-big"]
     quota(rate=0.01, burst=2, overrides=[f"{api_key_digest('key-small')}=0.01:1", "key-big=0.01:3"])
-    client = Client()
+    client = write_client()
     assert [write(client, **{"X-API-Key": "key-small"}).status_code for _ in range(2)] == [202, 429]
     assert [write(client, **{"X-API-Key": "key-other"}).status_code for _ in range(3)] == [202, 202, 429]
     assert [write(client, Authorization="Bearer key-big").status_code for _ in range(4)] == [202, 202, 202, 429]
 
 
-def test_without_keys_the_bucket_is_the_client_address_forwarded_by_the_front_door(quota):
+def test_without_keys_the_bucket_is_the_client_address_forwarded_by_the_front_door(quota, write_client):
     quota(rate=0.01, burst=1)
     # The test client's REMOTE_ADDR is 127.0.0.1, a trusted proxy: its X-Forwarded-For counts.
-    assert write(Client(), **{"X-Forwarded-For": "203.0.113.1"}).status_code == 202
-    assert write(Client(), **{"X-Forwarded-For": "203.0.113.1"}).status_code == 429
-    assert write(Client(), **{"X-Forwarded-For": "203.0.113.2"}).status_code == 202
+    assert write(write_client(), **{"X-Forwarded-For": "203.0.113.1"}).status_code == 202
+    assert write(write_client(), **{"X-Forwarded-For": "203.0.113.1"}).status_code == 429
+    assert write(write_client(), **{"X-Forwarded-For": "203.0.113.2"}).status_code == 202
     # From an untrusted address the header is the client's own claim: ignored.
     direct = Client(REMOTE_ADDR="198.51.100.9")
     assert write(direct, **{"X-Forwarded-For": "203.0.113.3"}).status_code == 202
@@ -115,10 +115,10 @@ def test_without_keys_the_bucket_is_the_client_address_forwarded_by_the_front_do
     assert redis_client().exists(staging.quota_key("198.51.100.9"))
 
 
-def test_redis_key_names_hold_api_keys_only_as_digests(settings):
+def test_redis_key_names_hold_api_keys_only_as_digests(settings, write_client):
     settings.MESSY_REQUIRE_WRITE_API_KEY = True
     settings.MESSY_WRITE_API_KEYS = ["plain-secret-key-1234"]
-    client = Client()
+    client = write_client()
     response = write(client, **{"X-API-Key": "plain-secret-key-1234", "Idempotency-Key": "idem-1"})
     assert response.status_code == 202
     body = {**GOOD, "id": "0192d6c0-0000-7000-8000-000000000001"}
@@ -131,9 +131,9 @@ def test_redis_key_names_hold_api_keys_only_as_digests(settings):
     assert staging.idempotency_key(digest, "idem-1") in names
 
 
-def test_a_wrong_key_is_refused_whatever_its_length_or_prefix(settings):
+def test_a_wrong_key_is_refused_whatever_its_length_or_prefix(settings, write_client):
     settings.MESSY_REQUIRE_WRITE_API_KEY = True
     settings.MESSY_WRITE_API_KEYS = ["right-key"]
     for wrong in ("right-ke", "right-key ", "right-keyx", "x" * 300):
-        assert write(Client(), **{"X-API-Key": wrong}).status_code == 403
-    assert write(Client(), **{"X-API-Key": "right-key"}).status_code == 202
+        assert write(write_client(), **{"X-API-Key": wrong}).status_code == 403
+    assert write(write_client(), **{"X-API-Key": "right-key"}).status_code == 202

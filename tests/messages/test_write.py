@@ -14,8 +14,8 @@ GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
 
 @pytest.fixture
-def client() -> Client:
-    return Client()
+def client(write_client: type[Client]) -> Client:
+    return write_client()
 
 
 def post_json(client: Client, path: str, body, **headers):
