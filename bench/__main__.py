@@ -144,6 +144,12 @@ def main() -> None:
         f"{persisted['rate']:,.0f} messages/s ({persisted['stored']:,} in {persisted['seconds']:.1f} s,"
         " rollups included) (target: at least 30,000)",
     )
+    report(
+        "COPY ceiling, one process (bench/persist.py)",
+        f"{persisted['copy_ceiling']:,.0f} rows/s into a table like message (its indexes, logged),"
+        f" {persisted['batch_size']:,} rows a transaction",
+    )
+    report("persist rate / COPY ceiling", f"{persisted['rate'] / persisted['copy_ceiling']:.1%}")
 
     if not args.skip_publish:
         publish.run(report)

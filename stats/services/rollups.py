@@ -6,7 +6,9 @@ The contract with a caller that inserts or deletes messages, inside its own tran
 2. fill ROLLUPS_ADDED_TABLE (ROLLUPS_REMOVED_TABLE) with (username, city, state, accepted_at)
    of the rows really inserted (deleted), e.g. from INSERT ... RETURNING;
 3. rollups_add(cursor) (rollups_subtract(cursor)).
-The temp tables empty themselves at commit. Lock order: the caller's message rows first, then
+The temp tables empty themselves at commit. A caller that knows every row it copied was
+inserted may skip the temp table: rollups_add(cursor, source) reads any relation with those
+columns (a parenthesised, aliased subquery of its own temp table). Lock order: the caller's message rows first, then
 the rollups, as rollups_fix expects.
 """
 
@@ -95,11 +97,16 @@ WITH upserted AS (
 ), last_place AS (
     -- Rank STATS_TOP_USERS_KEPT (none while the board has fewer users).
     SELECT messages, username FROM stats_top_user ORDER BY messages DESC, username OFFSET %(kept)s - 1 LIMIT 1
+), contenders AS (
+    -- Only the batch's own first %(kept)s can rank among the first %(kept)s of all: any other
+    -- user of the batch has that many of the batch above them. (Without this, users who all
+    -- write at about the same rate enter the board by the thousand each batch, to be trimmed.)
+    SELECT username, messages FROM upserted ORDER BY messages DESC, username LIMIT %(kept)s
 ), onto_board AS (
     -- Users who now rank at or above the last place, in the board's order (more messages
     -- first, then username): a tie with the last place that sorts after it stays off.
     INSERT INTO stats_top_user (username, messages)
-    SELECT u.username, u.messages FROM upserted u LEFT JOIN last_place l ON true
+    SELECT u.username, u.messages FROM contenders u LEFT JOIN last_place l ON true
     WHERE l.username IS NULL OR u.messages > l.messages OR (u.messages = l.messages AND u.username <= l.username)
     ORDER BY u.username
     ON CONFLICT (username) DO UPDATE SET messages = EXCLUDED.messages
@@ -160,21 +167,21 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
-def rollups_add(cursor: Any) -> None:
-    """Add the rows of the temp table ROLLUPS_ADDED_TABLE to every rollup. Run it inside the
-    transaction that inserted those messages, so messages and counts commit together or not at
-    all."""
+def rollups_add(cursor: Any, source: str = ROLLUPS_ADDED_TABLE) -> None:
+    """Add the rows of the temp table ROLLUPS_ADDED_TABLE (or of `source`, a relation with its
+    columns) to every rollup. Run it inside the transaction that inserted those messages, so
+    messages and counts commit together or not at all."""
     created = []
     kept = {"kept": settings.STATS_TOP_USERS_KEPT}
     for table, upsert, _ in _UPSERTS:
         if table == "stats_user_count":
-            cursor.execute(_USER_ADD.format(added=ROLLUPS_ADDED_TABLE), kept)
+            cursor.execute(_USER_ADD.format(added=source), kept)
             created.append(cursor.fetchone()[0])
         else:
-            cursor.execute(upsert.format(sign=1, source=ROLLUPS_ADDED_TABLE))
+            cursor.execute(upsert.format(sign=1, source=source))
             created.append(sum(1 for (is_new,) in cursor.fetchall() if is_new))
-    cursor.execute(_MINUTE_UPSERT.format(sign=1, source=ROLLUPS_ADDED_TABLE))
-    totals_change = _TOTALS_CHANGE.format(sign=1, source=ROLLUPS_ADDED_TABLE, newest="EXCLUDED.newest_accepted_at")
+    cursor.execute(_MINUTE_UPSERT.format(sign=1, source=source))
+    totals_change = _TOTALS_CHANGE.format(sign=1, source=source, newest="EXCLUDED.newest_accepted_at")
     cursor.execute(totals_change, [*created, False])
     cursor.execute(_BOARD_TRIM, kept)
 

@@ -67,6 +67,29 @@ def test_persisting_the_same_payloads_twice_changes_nothing_the_second_time():
     assert totals() == (5, 1, 1, 1)
 
 
+def test_a_batch_holding_stored_ids_and_one_id_twice_stores_and_counts_only_the_new_ones():
+    """A plain INSERT stores a batch of new ids; a duplicate id (stored before, or twice in the
+    batch) sends the batch through ON CONFLICT DO NOTHING, counting only what it inserted."""
+
+    def payload(username: str) -> StagedPayload:
+        return {
+            "id": ids.message_id_text(),
+            "username": username,
+            "city": "c",
+            "state": "s",
+            "message": "m",
+            "accepted_at": 1_700_000_000_000,
+        }
+
+    stored = [payload("a") for _ in range(3)]
+    assert services.messages_persist(stored) == 3
+    twice = payload("b")
+    assert services.messages_persist([*stored, twice, payload("c"), twice]) == 2
+    assert Message.objects.count() == 5
+    assert totals() == (5, 3, 1, 1)
+    assert UserCount.objects.get(username="b").messages == 1
+
+
 def test_a_batch_stored_but_not_acknowledged_before_a_crash_is_not_stored_twice(settings):
     """The worker died between COMMIT and XACK: the entries are still pending, get reclaimed,
     and the second insert is a no-op, rollups included."""
