@@ -14,4 +14,10 @@ urlpatterns = [
 ]
 
 if settings.MESSY_BENCH_ENDPOINTS:
-    urlpatterns.append(path("noop/", views.noop, name="message-noop"))
+    urlpatterns += [
+        path("noop/", views.noop, name="message-noop"),
+        # The write endpoints through Django's handler (their own paths are served by the lean
+        # one, messages.lean): make bench compares the two on the same server.
+        path("django/write/", views.message_write, name="message-django-write"),
+        path("django/batch/", views.message_batch, name="message-django-batch"),
+    ]

@@ -36,12 +36,14 @@ from tasks.auth import api_token_create, page_token
 from tasks.importing import import_job_create
 from tasks.models import Job
 from tests.conftest import free_port
+from tests.lean_client import LeanClient
 
 SCHEMA = schema()
 METHODS = ("get", "post", "put", "patch", "delete")
-# Not part of the API: Django's admin, the benchmark's baseline view (routed only when
-# MESSY_BENCH_ENDPOINTS is on, as in the test settings), and the pages' script and style files.
-NOT_DESCRIBED = ("/admin/", "/message/noop/")
+# Not part of the API: Django's admin, the benchmark's baseline view and its Django-served write
+# endpoints (routed only when MESSY_BENCH_ENDPOINTS is on, as in the test settings), and the
+# pages' script and style files.
+NOT_DESCRIBED = ("/admin/", "/message/noop/", "/message/django/")
 PAGE_ASSETS = (".js", ".css")
 # Views that answer every method. Only the methods that mean something are documented.
 ANY_METHOD = {"/metrics": {"get"}}
@@ -131,6 +133,9 @@ def test_other_methods_get_405_with_allow(path):
 class Ctx:
     settings: Any
     token: str
+    # What the write endpoints are called with: Django's test Client, or LeanClient (the WSGI
+    # entry point, where the lean handler serves them).
+    write_client: type[Client] = Client
 
     @property
     def api(self) -> Client:
@@ -183,7 +188,7 @@ def _stats_login_required(request: Callable[[Ctx], Response]) -> Callable[[Ctx],
 
 def idempotency_reused(send: Callable[[Client, dict[str, Any]], Response]) -> Callable[[Ctx], Response]:
     def run(ctx: Ctx) -> Response:
-        client = Client(HTTP_IDEMPOTENCY_KEY="key-1")
+        client = ctx.write_client(HTTP_IDEMPOTENCY_KEY="key-1")
         assert send(client, GOOD).status_code == 202
         return send(client, {**GOOD, "message": "another"})
 
@@ -266,7 +271,7 @@ def import_too_large(ctx: Ctx) -> Response:
 
 
 def write_get(query: dict[str, str], **headers: str) -> Callable[[Ctx], Response]:
-    return lambda ctx: Client().get("/message/write/", query, headers=headers)
+    return lambda ctx: ctx.write_client().get("/message/write/", query, headers=headers)
 
 
 W, B, JOB = "/message/write/", "/message/batch/", "/tasks/jobs/{job_id}/"
@@ -279,25 +284,25 @@ def case(path: str, method: str, status: int, request: Callable[[Ctx], Response]
 
 CASES = [
     # POST /message/write/
-    case(W, "post", 202, lambda ctx: post_json(Client(), W, GOOD)),
-    case(W, "post", 202, lambda ctx: Client().post(W, GOOD), "form"),
-    case(W, "post", 400, lambda ctx: post_json(Client(), W, {"username": "ada"}), "invalid_message"),
-    case(W, "post", 400, lambda ctx: post_json(Client(), W, b"{"), "malformed_json"),
-    case(W, "post", 401, _with_api_keys(lambda ctx: post_json(Client(), W, GOOD))),
-    case(W, "post", 403, _with_api_keys(lambda ctx: post_json(Client(), W, GOOD, **{"X-API-Key": "wrong"}))),
+    case(W, "post", 202, lambda ctx: post_json(ctx.write_client(), W, GOOD)),
+    case(W, "post", 202, lambda ctx: ctx.write_client().post(W, GOOD), "form"),
+    case(W, "post", 400, lambda ctx: post_json(ctx.write_client(), W, {"username": "ada"}), "invalid_message"),
+    case(W, "post", 400, lambda ctx: post_json(ctx.write_client(), W, b"{"), "malformed_json"),
+    case(W, "post", 401, _with_api_keys(lambda ctx: post_json(ctx.write_client(), W, GOOD))),
+    case(W, "post", 403, _with_api_keys(lambda ctx: post_json(ctx.write_client(), W, GOOD, **{"X-API-Key": "wrong"}))),
     case(
         W,
         "post",
         202,
-        _with_api_keys(lambda ctx: post_json(Client(), W, GOOD, Authorization="Bearer right-key")),
+        _with_api_keys(lambda ctx: post_json(ctx.write_client(), W, GOOD, Authorization="Bearer right-key")),
         "bearer key",
     ),
-    case(W, "post", 413, lambda ctx: post_json(Client(), W, {**GOOD, "pad": "x" * 40_000})),
-    case(W, "post", 415, lambda ctx: Client().post(W, data="hello", content_type="text/plain")),
+    case(W, "post", 413, lambda ctx: post_json(ctx.write_client(), W, {**GOOD, "pad": "x" * 40_000})),
+    case(W, "post", 415, lambda ctx: ctx.write_client().post(W, data="hello", content_type="text/plain")),
     case(W, "post", 422, idempotency_reused(lambda client, body: post_json(client, W, body))),
-    case(W, "post", 429, over_quota(lambda ctx: post_json(Client(), W, GOOD))),
-    case(W, "post", 503, backlog_full(lambda ctx: post_json(Client(), W, GOOD)), "backlog_full"),
-    case(W, "post", 503, redis_down(lambda ctx: post_json(Client(), W, GOOD)), "staging_unavailable"),
+    case(W, "post", 429, over_quota(lambda ctx: post_json(ctx.write_client(), W, GOOD))),
+    case(W, "post", 503, backlog_full(lambda ctx: post_json(ctx.write_client(), W, GOOD)), "backlog_full"),
+    case(W, "post", 503, redis_down(lambda ctx: post_json(ctx.write_client(), W, GOOD)), "staging_unavailable"),
     # GET /message/write/
     case(W, "get", 202, write_get(GOOD)),
     case(W, "get", 400, write_get({"username": "ada"})),
@@ -307,17 +312,24 @@ CASES = [
     case(W, "get", 429, over_quota(write_get(GOOD))),
     case(W, "get", 503, backlog_full(write_get(GOOD))),
     # POST /message/batch/
-    case(B, "post", 202, lambda ctx: post_json(Client(), B, [GOOD, {"username": "x"}])),
-    case(B, "post", 202, lambda ctx: Client().post(B, data=json.dumps(GOOD) + "\nnot json\n", content_type=NDJSON)),
-    case(B, "post", 400, lambda ctx: post_json(Client(), B, [{"username": "x"}]), "no_valid_messages"),
-    case(B, "post", 400, lambda ctx: post_json(Client(), B, b"  "), "empty_batch"),
-    case(B, "post", 401, _with_api_keys(lambda ctx: post_json(Client(), B, [GOOD]))),
-    case(B, "post", 403, _with_api_keys(lambda ctx: post_json(Client(), B, [GOOD], Authorization="Bearer no"))),
-    case(B, "post", 413, lambda ctx: post_json(Client(), B, [GOOD] * 1001), "too_many_items"),
-    case(B, "post", 415, lambda ctx: Client().post(B, data="x", content_type="text/csv")),
+    case(B, "post", 202, lambda ctx: post_json(ctx.write_client(), B, [GOOD, {"username": "x"}])),
+    case(
+        B,
+        "post",
+        202,
+        lambda ctx: ctx.write_client().post(B, data=json.dumps(GOOD) + "\nnot json\n", content_type=NDJSON),
+    ),
+    case(B, "post", 400, lambda ctx: post_json(ctx.write_client(), B, [{"username": "x"}]), "no_valid_messages"),
+    case(B, "post", 400, lambda ctx: post_json(ctx.write_client(), B, b"  "), "empty_batch"),
+    case(B, "post", 401, _with_api_keys(lambda ctx: post_json(ctx.write_client(), B, [GOOD]))),
+    case(
+        B, "post", 403, _with_api_keys(lambda ctx: post_json(ctx.write_client(), B, [GOOD], Authorization="Bearer no"))
+    ),
+    case(B, "post", 413, lambda ctx: post_json(ctx.write_client(), B, [GOOD] * 1001), "too_many_items"),
+    case(B, "post", 415, lambda ctx: ctx.write_client().post(B, data="x", content_type="text/csv")),
     case(B, "post", 422, idempotency_reused(lambda client, body: post_json(client, B, [body]))),
-    case(B, "post", 429, over_quota(lambda ctx: post_json(Client(), B, [GOOD]))),
-    case(B, "post", 503, redis_down(lambda ctx: post_json(Client(), B, [GOOD]))),
+    case(B, "post", 429, over_quota(lambda ctx: post_json(ctx.write_client(), B, [GOOD]))),
+    case(B, "post", 503, redis_down(lambda ctx: post_json(ctx.write_client(), B, [GOOD]))),
     # GET /message/{message_id}/
     case("/message/{message_id}/", "get", 200, lambda ctx: Client().get(f"/message/{write_id()}/"), "pending"),
     case("/message/{message_id}/", "get", 200, stored_message, "stored"),
@@ -538,6 +550,19 @@ def ctx(settings: Any, s3_server: str) -> Ctx:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("path", "method", "status", "request_"), CASES)
 def test_each_documented_status_is_produced_as_documented(ctx, path, method, status, request_):
+    _produced_as_documented(ctx, path, method, status, request_)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("path", "method", "status", "request_"), [c for c in CASES if c.values[0] in (W, B)])
+def test_each_documented_write_status_is_produced_as_documented_by_the_lean_handler(
+    ctx, path, method, status, request_
+):
+    ctx.write_client = LeanClient
+    _produced_as_documented(ctx, path, method, status, request_)
+
+
+def _produced_as_documented(ctx: Ctx, path: str, method: str, status: int, request_: Callable[[Ctx], Response]) -> None:
     response = request_(ctx)
     assert response.status_code == status, response.content[:300]
     documented = _deref(SCHEMA["paths"][path][method]["responses"][str(status)])
