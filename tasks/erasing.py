@@ -157,10 +157,12 @@ def _stored_erase(run: JobRun, username: str, state: dict[str, Any]) -> dict[str
                 done=state["stored"], total=total, message=f"{state['stored']:,} messages erased.", state=state
             )
         # Only an empty chunk says the user has nothing left: a short one may just mean that
-        # retention (or a second erasure) deleted some of the rows this chunk had picked.
+        # retention (or a second erasure) deleted some of the rows this chunk had picked, so
+        # it is followed at once by one more look.
         if not erased:
             return state
-        run.pause_point()
+        if erased == settings.MESSY_ERASE_BATCH_SIZE:
+            run.pause_point()
 
 
 class ErasureKind(JobKind):
