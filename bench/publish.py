@@ -68,7 +68,7 @@ def run(report: Callable[[str, str], None]) -> None:
         ).stdout
     finally:
         database_drop(config)
-        s3.stop()
+        s3.close()
     figures = json.loads(output.strip().splitlines()[-1])
     small, large = (figures[str(size)] for size in SIZES)
     for size, figure in ((SIZES[0], small), (SIZES[1], large)):

@@ -168,12 +168,20 @@ MESSY_DRAIN_RECLAIM_IDLE_MS = env_int("MESSY_DRAIN_RECLAIM_IDLE_MS", 30_000)
 MESSY_DRAIN_IDLE_WAIT_MS = env_int("MESSY_DRAIN_IDLE_WAIT_MS", 200)
 
 # --- S3 ----------------------------------------------------------------------------------------
-S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "http://127.0.0.1:9000") or None
+# Empty endpoint and keys: AWS, with boto3's own credential chain (AWS_* variables, an
+# instance or task role, ~/.aws). local.sh.template's local development S3 block sets all three
+# for the local server make run starts (scripts/s3.sh).
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL", "") or None
 S3_PUBLIC_ENDPOINT_URL = env_str("S3_PUBLIC_ENDPOINT_URL", "") or S3_ENDPOINT_URL
 S3_REGION = env_str("S3_REGION", "us-east-1")
 S3_BUCKET = env_str("S3_BUCKET", "messy-stats")
-S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "messy-local")
-S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "messy-local-secret")
+S3_ACCESS_KEY_ID = env_str("S3_ACCESS_KEY_ID", "")
+S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY", "")
+# Opt-ins that need more than object access: create S3_BUCKET when it is missing
+# (s3:CreateBucket), and keep a CORS rule for STATS_CORS_ALLOWED_ORIGINS among the bucket's
+# rules (s3:GetBucketCors, s3:PutBucketCors). Off, the bucket and its CORS are the operator's.
+S3_BUCKET_CREATE = env_bool("S3_BUCKET_CREATE", False)
+S3_BUCKET_CORS_MANAGE = env_bool("S3_BUCKET_CORS_MANAGE", False)
 S3_TIMEOUT = env_float("S3_TIMEOUT", 5.0)
 
 # --- Stats -------------------------------------------------------------------------------------

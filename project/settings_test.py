@@ -9,7 +9,13 @@ os.environ.setdefault("REDIS_URL", os.environ.get("MESSY_TEST_REDIS_STAGING", "r
 os.environ.setdefault("CELERY_BROKER_URL", os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6391") + "/15")
 os.environ.setdefault("MEMCACHED_KEY_PREFIX", "messy-test")
 os.environ.setdefault("S3_BUCKET", "messy-test-stats")
+# The local S3 server the tests start (tests/harness.py, scripts/s3.sh), set up as
+# local.sh.template's local development S3 block sets make run's.
 os.environ.setdefault("S3_ENDPOINT_URL", "http://127.0.0.1:9100")
+os.environ.setdefault("S3_ACCESS_KEY_ID", "messy-local")
+os.environ.setdefault("S3_SECRET_ACCESS_KEY", "messy-local-secret")
+os.environ.setdefault("S3_BUCKET_CREATE", "1")
+os.environ.setdefault("S3_BUCKET_CORS_MANAGE", "1")
 os.environ.setdefault("MESSY_BENCH_ENDPOINTS", "1")
 
 from project.settings import *  # noqa: F403

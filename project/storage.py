@@ -2,7 +2,13 @@
 
 Any S3-compatible endpoint works: AWS when S3_ENDPOINT_URL is empty, otherwise the given one
 (a local server in development and tests). Path-style addressing keeps bucket names out of
-host names, which local servers need.
+host names, which local servers need. Keys are passed to boto3 only when configured;
+otherwise boto3 finds its own (AWS_* variables, an instance or task role, ~/.aws), and also
+its own endpoint (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL) when S3_ENDPOINT_URL is empty.
+
+The bucket itself is the operator's unless they opt in: S3_BUCKET_CREATE creates it when it
+is missing, S3_BUCKET_CORS_MANAGE keeps the dashboard's CORS rule among its rules
+(bucket_prepare).
 """
 
 import functools
@@ -25,13 +31,18 @@ def _config(attempts: int = 3) -> Config:
 
 
 def _client(endpoint_url: str | None, attempts: int = 3) -> Any:
+    credentials = {}
+    if settings.S3_ACCESS_KEY_ID or settings.S3_SECRET_ACCESS_KEY:
+        credentials = {
+            "aws_access_key_id": settings.S3_ACCESS_KEY_ID,
+            "aws_secret_access_key": settings.S3_SECRET_ACCESS_KEY,
+        }
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url,
         region_name=settings.S3_REGION,
-        aws_access_key_id=settings.S3_ACCESS_KEY_ID or None,
-        aws_secret_access_key=settings.S3_SECRET_ACCESS_KEY or None,
         config=_config(attempts),
+        **credentials,
     )
 
 
@@ -54,7 +65,8 @@ def s3_public_client() -> Any:
 
 
 def bucket_ensure(bucket: str | None = None) -> None:
-    """Create the bucket if it is missing. It stays private: readers get presigned URLs."""
+    """Create the bucket if it is missing, whatever S3_BUCKET_CREATE says (tests and
+    bucket_prepare call it). It stays private: readers get presigned URLs."""
     bucket = bucket or settings.S3_BUCKET
     client = s3_client()
     try:
@@ -72,23 +84,75 @@ def bucket_ensure(bucket: str | None = None) -> None:
                 raise
 
 
-def bucket_cors_set(origins: list[str], bucket: str | None = None) -> None:
-    """Let pages from these origins read objects (GET/HEAD) with a presigned URL, as the stats
-    dashboard does after following /stat/get/. Replaces the bucket's CORS rules."""
-    s3_client().put_bucket_cors(
-        Bucket=bucket or settings.S3_BUCKET,
-        CORSConfiguration={
-            "CORSRules": [
-                {
-                    "AllowedOrigins": list(origins),
-                    "AllowedMethods": ["GET", "HEAD"],
-                    "AllowedHeaders": ["*"],
-                    "ExposeHeaders": ["ETag", "Last-Modified"],
-                    "MaxAgeSeconds": 3600,
-                }
-            ]
-        },
-    )
+# Messy's own CORS rule carries this ID, so it is told apart from the rules others keep on
+# the same bucket.
+CORS_RULE_ID = "messy-stats-dashboard"
+
+
+def bucket_cors_rule(origins: list[str]) -> dict[str, Any]:
+    """Pages from these origins may read objects (GET/HEAD) with a presigned URL, as the stats
+    dashboard does after following /stat/get/."""
+    return {
+        "ID": CORS_RULE_ID,
+        "AllowedOrigins": list(origins),
+        "AllowedMethods": ["GET", "HEAD"],
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["ETag", "Last-Modified"],
+        "MaxAgeSeconds": 3600,
+    }
+
+
+def _cors_rule_key(rule: dict[str, Any]) -> tuple[Any, ...]:
+    # S3 servers may reorder lists and fill in defaults when they store a rule.
+    lists = ("AllowedOrigins", "AllowedMethods", "AllowedHeaders", "ExposeHeaders")
+    return (rule.get("ID"), *(tuple(sorted(rule.get(name, []))) for name in lists), rule.get("MaxAgeSeconds", 0))
+
+
+def bucket_cors_ensure(origins: list[str], bucket: str | None = None) -> bool:
+    """Keep Messy's CORS rule for `origins` among the bucket's rules. Reads the rules first and
+    writes only when ours is missing or different, keeping every other rule as it is (S3 has
+    no call that changes one rule: a put replaces them all). Returns whether it wrote."""
+    bucket = bucket or settings.S3_BUCKET
+    client = s3_client()
+    try:
+        rules = client.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchCORSConfiguration":
+            raise
+        rules = []
+    ours = bucket_cors_rule(origins)
+    current = [rule for rule in rules if rule.get("ID") == CORS_RULE_ID]
+    if len(current) == 1 and _cors_rule_key(current[0]) == _cors_rule_key(ours):
+        return False
+    others = [rule for rule in rules if rule.get("ID") != CORS_RULE_ID]
+    client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [*others, ours]})
+    return True
+
+
+# (endpoint, bucket, opt-ins, origins) this process has prepared.
+_buckets_prepared: set[tuple[Any, ...]] = set()
+
+
+def bucket_prepare(bucket: str | None = None, *, again: bool = False) -> None:
+    """What Messy does to the bucket itself before writing to it, each step only when opted
+    in: create it when missing (S3_BUCKET_CREATE), and keep the dashboard's CORS rule for
+    STATS_CORS_ALLOWED_ORIGINS (S3_BUCKET_CORS_MANAGE). Once per process for the same endpoint,
+    bucket and settings; `again` repeats it (a write found the bucket missing)."""
+    bucket = bucket or settings.S3_BUCKET
+    create, cors = settings.S3_BUCKET_CREATE, settings.S3_BUCKET_CORS_MANAGE
+    prepared = (settings.S3_ENDPOINT_URL, bucket, create, cors, tuple(settings.STATS_CORS_ALLOWED_ORIGINS))
+    if prepared in _buckets_prepared and not again:
+        return
+    if create:
+        bucket_ensure(bucket)
+    if cors:
+        bucket_cors_ensure(settings.STATS_CORS_ALLOWED_ORIGINS, bucket)
+    _buckets_prepared.add(prepared)
+
+
+def buckets_prepared_forget() -> None:
+    """Prepare every bucket again at its next use (tests that switch S3 servers)."""
+    _buckets_prepared.clear()
 
 
 def presigned_get_url(key: str, expires_in: int, bucket: str | None = None) -> str:

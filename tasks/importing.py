@@ -23,7 +23,7 @@ from messages.ids import message_id_from
 from messages.services import messages_persist, staged_payload
 from messages.staging import StagedPayload
 from messages.validation import message_validate
-from project.storage import bucket_ensure, s3_client
+from project.storage import bucket_prepare, s3_client
 from tasks.erasing import erased_digests, fence_lock_shared, username_digest
 from tasks.kinds import JobFailed, JobKind, JobRun, Outcome, job_kinds
 from tasks.models import ApiToken, ErasureFence, Job, RejectedRecord
@@ -88,7 +88,7 @@ def import_job_create(
     job_id = uuid.uuid4()
     key = job_s3_key(job_id, UPLOAD)
     reader = _LimitedReader(head, stream, settings.MESSY_IMPORT_MAX_BYTES)
-    bucket_ensure()
+    bucket_prepare()
     s3_client().upload_fileobj(reader, settings.S3_BUCKET, key)
     with transaction.atomic():
         # An erasure finishing meanwhile waits for this job, so that it fences the job off.

@@ -44,7 +44,7 @@ def s3_server() -> Iterator[str]:
     server = None if port_open(port) else S3Server(port).start()
     yield endpoint
     if server:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(scope="session")

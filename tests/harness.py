@@ -10,14 +10,18 @@ through MESSY_TEST_REDIS_STAGING and MESSY_TEST_REDIS_BROKER (server URLs withou
 number, default the machine's Redis), so pointing every run at other Redis servers is one
 change of environment."""
 
+import contextlib
 import functools
 import json
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
-import sys
+import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,10 @@ REDIS_STAGING_SERVER = os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0
 REDIS_BROKER_SERVER = os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6379").rstrip("/")
 # Nothing listens on port 1: a run that must not reach an S3 server fails at once there.
 S3_UNREACHABLE = "http://127.0.0.1:1"
+# The identity every local S3 server of the tests and benchmarks lets in (scripts/s3.sh), as
+# local.sh.template's local development S3 block has it.
+S3_LOCAL_ACCESS_KEY_ID = "messy-local"
+S3_LOCAL_SECRET_ACCESS_KEY = "messy-local-secret"
 
 # Variables the parent's environment may set that would leak another namespace or another
 # server into an isolated run; run_env drops them and sets its own.
@@ -59,6 +67,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive ports that are all free now, below the kernel's range
+    of ephemeral ports: a server whose processes connect to each other while they start (the
+    local S3 server) would otherwise find a port of its block taken by one of its own outgoing
+    connections."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        first = random.randrange(10_000, low - count)
+        if all(_port_free(port) for port in range(first, first + count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 # --- the environment of an isolated run ------------------------------------------------------
@@ -103,7 +133,11 @@ class RunConfig:
             MEMCACHED_SERVERS=self.memcached_servers,
             MEMCACHED_KEY_PREFIX=self.key_prefix,
             S3_ENDPOINT_URL=self.s3_endpoint,
+            S3_ACCESS_KEY_ID=S3_LOCAL_ACCESS_KEY_ID,
+            S3_SECRET_ACCESS_KEY=S3_LOCAL_SECRET_ACCESS_KEY,
             S3_BUCKET=self.bucket,
+            S3_BUCKET_CREATE="1",
+            S3_BUCKET_CORS_MANAGE="1",
             WEB_ACCESS_LOG="off",
             PYTHONUNBUFFERED="1",
             PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
@@ -350,30 +384,87 @@ class ProcessGroup:
 
 
 class S3Server:
-    """The local S3-compatible server, on 127.0.0.1:port. The only place that knows which
-    server that is: moto's standalone server for now. MOTO_DISABLE_GLOBAL_CORS makes it answer
-    CORS from the bucket's rules only, as AWS does (by default it allows every origin)."""
+    """The local S3-compatible server, on 127.0.0.1:port, started as make run starts it
+    (scripts/s3.sh: SeaweedFS, persistent, signed requests only, CORS from the bucket's rules
+    only, as AWS does). The script takes the seven ports after `port` for SeaweedFS's own
+    servers, so a server started without a port gets a free block of eight.
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+    Its data lives in `data_dir`, by default a temporary folder made at the first start: stop()
+    keeps it, so a test that starts the server again finds its buckets and objects there;
+    close() stops the server and removes a folder it made."""
+
+    PORTS = 8  # scripts/s3.sh: the S3 port and the seven after it
+
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+        self.port = port or free_port_block(self.PORTS)
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self._own_data_dir = data_dir is None
         self.process: subprocess.Popen[bytes] | None = None
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
-        moto = Path(sys.executable).parent / "moto_server"
-        return [str(moto), "-H", "127.0.0.1", "-p", str(self.port)], {"MOTO_DISABLE_GLOBAL_CORS": "1"}
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="messy-s3-"))
+        env = {
+            "MESSY_NO_LOCAL_SH": "1",
+            "S3_LOCAL_PORT": str(self.port),
+            "S3_LOCAL_DATA_DIR": str(self.data_dir),
+            "S3_ACCESS_KEY_ID": S3_LOCAL_ACCESS_KEY_ID,
+            "S3_SECRET_ACCESS_KEY": S3_LOCAL_SECRET_ACCESS_KEY,
+        }
+        return [str(ROOT / "scripts" / "s3.sh")], env
 
-    def start(self) -> "S3Server":
+    def start(self, timeout: float = 60.0) -> "S3Server":
+        """Start it and return once it serves: the S3 port listens and SeaweedFS's master knows
+        its volume server (before that, a bucket cannot take its first object)."""
         args, env = self._command()
         self.process = subprocess.Popen(
-            args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        wait_for_port(self.port)
+        deadline = time.monotonic() + timeout
+        while not (port_open(self.port) and self._volume_server_registered()):
+            if (returncode := self.process.poll()) is not None:
+                self.close()
+                raise RuntimeError(f"scripts/s3.sh on port {self.port} exited with {returncode}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise TimeoutError(f"the local S3 server on port {self.port} is not ready after {timeout}s")
+            time.sleep(0.05)
         return self
 
+    def _volume_server_registered(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port + 2}/dir/status", timeout=1) as response:
+                return b'"Url"' in response.read()
+        except OSError:
+            return False
+
     def stop(self) -> None:
-        """Stop it; its buckets are gone (a started server is empty)."""
+        """Stop it, keeping its data. TERM first; SeaweedFS's filer then waits up to 15 s for
+        its subscribers, so KILL after a moment: every write has reached the files by then
+        (nothing is buffered in the process), so a restart finds it all."""
         if self.process is not None:
-            self.process.terminate()
+            with contextlib.suppress(ProcessLookupError):  # it may have exited already
+                os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(1)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
             self.process = None
+            # The Unix sockets SeaweedFS opens next to its ports outlive a killed server.
+            for port in range(self.port, self.port + self.PORTS):
+                for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                    socket_file.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop it and remove its data folder if it made it."""
+        self.stop()
+        if self._own_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None

@@ -15,7 +15,7 @@ SCRIPTS = [
     ROOT / "Procfile",
 ]
 # Set by bash or the system, not configuration.
-NOT_CONFIGURATION = {"BASH_SOURCE", "PATH", "PYTHONUNBUFFERED", "MESSY_ROOT", "MOTO_DISABLE_GLOBAL_CORS"}
+NOT_CONFIGURATION = {"BASH_SOURCE", "PATH", "PYTHONUNBUFFERED", "MESSY_ROOT"}
 
 
 def test_every_variable_a_script_reads_is_in_the_template() -> None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from project.celery import task_publish
 from project.redis import key, redis_client
-from project.storage import bucket_cors_set, bucket_ensure, s3_client
+from project.storage import bucket_prepare, s3_client
 from stats.selectors import published_marker_key, stats_blob_build, stats_blob_encode
 from stats.services.rollups import top_users_rebuild_if_stale
 
@@ -46,25 +46,14 @@ def publish_request_key() -> str:
     return key("stats", "publish-requested")
 
 
-# Buckets this process has created or checked, with the CORS rules it set on them.
-_buckets_prepared: set[tuple[str | None, str, tuple[str, ...]]] = set()
-
-
-def _bucket_prepare(bucket: str) -> None:
-    bucket_ensure(bucket)
-    bucket_cors_set(settings.STATS_CORS_ALLOWED_ORIGINS, bucket)
-
-
 def _blob_upload(body: bytes) -> None:
     """One PUT of the whole object: S3 replaces an object atomically, so a reader gets the old
     blob or the new one, never part of one (a multipart upload would be just as atomic, but
-    the blob is a few kilobytes). The bucket is prepared once per process, and again when the
-    PUT finds it missing (a new S3 endpoint, a wiped local server)."""
+    the blob is a few kilobytes). The bucket is prepared (project.storage.bucket_prepare: what
+    the opt-ins allow) once per process, and again when the PUT finds it missing and Messy may
+    create it (a new S3 endpoint, a wiped local server)."""
     bucket = settings.S3_BUCKET
-    prepared = (settings.S3_ENDPOINT_URL, bucket, tuple(settings.STATS_CORS_ALLOWED_ORIGINS))
-    if prepared not in _buckets_prepared:
-        _bucket_prepare(bucket)
-        _buckets_prepared.add(prepared)
+    bucket_prepare(bucket)
     put = {
         "Bucket": bucket,
         "Key": settings.STATS_BLOB_KEY,
@@ -75,9 +64,9 @@ def _blob_upload(body: bytes) -> None:
     try:
         s3_client().put_object(**put)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket" or not settings.S3_BUCKET_CREATE:
             raise
-        _bucket_prepare(bucket)
+        bucket_prepare(bucket, again=True)
         s3_client().put_object(**put)
 
 

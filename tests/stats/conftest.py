@@ -14,7 +14,6 @@ from django.core.management import call_command
 from messages.services import messages_persist
 from messages.staging import StagedPayload
 from project import storage
-from stats.services import publish
 from tests.harness import ROOT, Process, ProcessGroup, S3Server, port_open
 
 
@@ -36,7 +35,7 @@ def store(rows: list[StagedPayload]) -> int:
 def s3_clients_reset() -> None:
     storage.s3_client.cache_clear()
     storage.s3_public_client.cache_clear()
-    publish._buckets_prepared.clear()
+    storage.buckets_prepared_forget()
 
 
 @pytest.fixture
@@ -50,7 +49,8 @@ def stats_bucket(s3_server: str, settings: Any) -> Iterator[str]:
 
 
 class S3Process(S3Server):
-    """The local S3 server on a port of its own, which the test may stop and start again."""
+    """The local S3 server on ports of its own, which the test may stop and start again (with
+    its data: the server is persistent)."""
 
     def stop(self) -> None:
         super().stop()
@@ -66,7 +66,7 @@ def own_s3(settings: Any) -> Iterator[S3Process]:
     settings.S3_BUCKET = "h-stats-own"
     s3_clients_reset()
     yield server
-    server.stop()
+    server.close()
     s3_clients_reset()
 
 

@@ -74,7 +74,7 @@ def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
         wait_until(lambda: "retry 2 of 7" in log_path.read_text(), 60, "two failed attempts to be logged")
         assert selectors.stats_published() is None
 
-        own_s3.start()  # an empty server: the bucket has to be made again
+        own_s3.start()  # with its data (the local server is persistent)
 
         wait_until(lambda: selectors.stats_published() is not None, 60, "the publish to succeed")
         obj = s3_client().get_object(Bucket=django_settings.S3_BUCKET, Key=django_settings.STATS_BLOB_KEY)
