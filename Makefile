@@ -5,20 +5,32 @@
 #   make lint   ruff (lint + format check) and mypy
 #   make bench  the benchmarks (not tests): accept rate, latency, batch rate, persist rate, publish time
 #   make manage CMD="..."   a management command with the settings in local.sh
+#   make lock   pin every dependency with hashes (requirements*.lock) after a change to requirements*.txt
 
 VENV := .venv
 PY := $(VENV)/bin/python
 TEST_PACKAGES := chromium
 
-.PHONY: run test lint format bench install services migrate manage clean
+.PHONY: run test lint format bench install lock services migrate manage clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# requirements.txt (what the service runs on) and requirements-dev.txt (tests, tools) name the
+# direct dependencies; `make lock` resolves them (pip-tools) into requirements.lock and
+# requirements-dev.lock, every transitive dependency pinned with its hashes, and installs
+# read only the locks. Change a pin, run make lock, commit all four files.
+$(VENV)/.installed: requirements.lock requirements-dev.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
 	touch $@
 
 install: $(VENV)/.installed
+
+# LOCK_ARGS="--upgrade-package NAME" moves one package (and what it needs) to its newest release.
+PIP_COMPILE = $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+
+lock: install
+	$(PIP_COMPILE) -o requirements.lock requirements.txt
+	$(PIP_COMPILE) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
 
 local.sh:
 	./scripts/local-sh.sh
