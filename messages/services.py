@@ -6,6 +6,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -336,6 +337,39 @@ class DrainReport:
     stored: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    entries: list[staging.StagedEntry]
+    parsed: list[tuple[staging.StagedEntry, StagedPayload]]  # the well-formed ones
+    oldest_ms: int
+
+
+def _batch_read(reader: staging.BatchReader) -> _Batch:
+    entries = reader.claim(settings.MESSY_DRAIN_BATCH_SIZE)
+    parsed, oldest_ms = _parse_entries(entries)
+    return _Batch(entries, parsed, oldest_ms)
+
+
+def _batch_store(batch: _Batch) -> tuple[int, list[staging.StagedEntry]]:
+    """Persist a batch; returns (stored, entries handled: stored, already there, or
+    dead-lettered). A batch the database refuses is retried row by row."""
+    try:
+        return messages_persist([payload for _, payload in batch.parsed]), [entry for entry, _ in batch.parsed]
+    except (DataError, IntegrityError) as exc:
+        # The SQLSTATE and the batch's entry ids only: PostgreSQL's message and DETAIL quote
+        # the refused row (its message and username), so neither the error nor a traceback.
+        logger.error(
+            "batch refused by the database (SQLSTATE %s); isolating the bad rows",
+            getattr(exc.__cause__, "pgcode", None),
+            extra={
+                "batch_first_entry": batch.entries[0].entry_id.decode(),
+                "batch_last_entry": batch.entries[-1].entry_id.decode(),
+                "batch_size": len(batch.entries),
+            },
+        )
+        return _persist_isolating_bad_rows(batch.parsed)
+
+
 def messages_drain(slot: int) -> DrainReport:
     """Move staged messages into PostgreSQL, batch by batch, until the stream is empty or
     this run's time is up (then a fresh task takes over, so workers stay responsive to
@@ -345,48 +379,52 @@ def messages_drain(slot: int) -> DrainReport:
     leaves them pending, another consumer reclaims them, and the idempotent insert makes
     the second attempt a no-op. DatabaseError (PostgreSQL down) propagates, so the task
     retries with backoff while the entries stay pending for this consumer.
+
+    Redis work runs on a helper thread, one call at a time, overlapping PostgreSQL's: after a
+    full batch the next one is read and decoded while this one is stored, and a committed
+    batch is acknowledged while the next one is stored. (The database connection stays on this
+    thread.) A batch read ahead is pending for this consumer alone, so this run stores it even
+    past its deadline; if storing fails first, it stays pending and the retried task reads it
+    back before anything new.
     """
     staging.group_ensure()
     consumer = staging.consumer_name()
     reader = staging.BatchReader(consumer)
     report = DrainReport()
     deadline = time.monotonic() + settings.MESSY_DRAIN_RUN_SECONDS
-    while time.monotonic() < deadline:
-        entries = reader.claim(settings.MESSY_DRAIN_BATCH_SIZE)
-        if not entries:
-            staging.slot_release(slot)
-            # A write may have staged a message after our last read but before the release
-            # and seen the slot taken; look once more so it is not left for the sweep.
-            # (Entries pending in other consumers are not ours to wait for: they are
-            # reclaimed once idle, by a drain the sweep starts.) A full Redis refuses the
-            # slot's SET: this drain then goes on, as the only one that can empty it.
-            if not staging.undelivered_exists() or not staging.slot_acquire(slot, consumer, if_full=True):
-                return report
-            continue
-        staging.slot_refresh(slot)
-        _fan_out_if_behind(slot, len(entries))
-        parsed, oldest_ms = _parse_entries(entries)
-        try:
-            stored = messages_persist([payload for _, payload in parsed])
-            handled = [entry for entry, _ in parsed]
-        except (DataError, IntegrityError) as exc:
-            # The SQLSTATE and the batch's entry ids only: PostgreSQL's message and DETAIL quote
-            # the refused row (its message and username), so neither the error nor a traceback.
-            logger.error(
-                "batch refused by the database (SQLSTATE %s); isolating the bad rows",
-                getattr(exc.__cause__, "pgcode", None),
-                extra={
-                    "batch_first_entry": entries[0].entry_id.decode(),
-                    "batch_last_entry": entries[-1].entry_id.decode(),
-                    "batch_size": len(entries),
-                },
-            )
-            stored, handled = _persist_isolating_bad_rows(parsed)
-        lag_ms = max(0, int(time.time() * 1000) - oldest_ms) if oldest_ms else 0
-        staging.batch_ack([entry.entry_id for entry in handled], stored, lag_ms)
-        report.batches += 1
-        report.entries += len(entries)
-        report.stored += stored
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-redis") as redis_side:
+        ahead: Future[_Batch] | None = None
+        acked: Future[None] | None = None
+        while ahead is not None or time.monotonic() < deadline:
+            batch = ahead.result() if ahead is not None else _batch_read(reader)
+            ahead = None
+            if not batch.entries:
+                if acked is not None:
+                    acked.result()
+                staging.slot_release(slot)
+                # A write may have staged a message after our last read but before the release
+                # and seen the slot taken; look once more so it is not left for the sweep.
+                # (Entries pending in other consumers are not ours to wait for: they are
+                # reclaimed once idle, by a drain the sweep starts.) A full Redis refuses the
+                # slot's SET: this drain then goes on, as the only one that can empty it.
+                if not staging.undelivered_exists() or not staging.slot_acquire(slot, consumer, if_full=True):
+                    return report
+                continue
+            staging.slot_refresh(slot)
+            _fan_out_if_behind(slot, len(batch.entries))
+            if len(batch.entries) >= settings.MESSY_DRAIN_BATCH_SIZE and time.monotonic() < deadline:
+                ahead = redis_side.submit(_batch_read, reader)
+            stored, handled = _batch_store(batch)
+            if acked is not None:
+                acked.result()  # the previous batch's, long done: raise what it raised
+            lag_ms = max(0, int(time.time() * 1000) - batch.oldest_ms) if batch.oldest_ms else 0
+            # Committed: acknowledged on the helper thread, after the read ahead it queued.
+            acked = redis_side.submit(staging.batch_ack, [entry.entry_id for entry in handled], stored, lag_ms)
+            report.batches += 1
+            report.entries += len(batch.entries)
+            report.stored += stored
+        if acked is not None:
+            acked.result()
     drain_schedule(slot)
     return report
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import InternalError, connection
 from django.test import Client
 
 from messages import ids, services, staging
@@ -157,6 +157,55 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_i
     assert staging.backlog() == 0
     assert staging.redis_client().xlen(staging.dead_letter_key()) == 1
     assert totals()[0] == 8
+
+
+def pending_count() -> int:
+    return staging.redis_client().xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"]
+
+
+def test_a_backlog_of_full_batches_is_stored_once_each_batch_read_while_the_one_before_is_stored(settings):
+    settings.MESSY_DRAIN_BATCH_SIZE = 4
+    write_many(18)
+    report = services.messages_drain(slot=0)
+    assert (report.batches, report.entries, report.stored) == (5, 18, 18)
+    assert Message.objects.count() == 18
+    assert totals() == (18, 3, 1, 1)
+    assert staging.backlog() == 0
+    assert pending_count() == 0
+
+
+def test_when_storing_fails_the_batch_read_ahead_stays_pending_and_the_retried_drain_stores_it(settings):
+    """PostgreSQL refuses the second batch (a trigger raising, as a database outage would be an
+    error that is neither DataError nor IntegrityError): the drain raises, the third batch it
+    had read ahead waits pending with the second, and the next drain stores both."""
+    settings.MESSY_DRAIN_BATCH_SIZE = 4
+    write_many(4)
+    body = {"username": "refused", "city": "Paris", "state": "IDF", "message": "m"}
+    assert Client().post("/message/write/", data=body).status_code == 202
+    write_many(7)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION messy_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN IF NEW.username = 'refused' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER messy_test_refuse BEFORE INSERT ON message"
+            " FOR EACH ROW EXECUTE FUNCTION messy_test_refuse()"
+        )
+    try:
+        with pytest.raises(InternalError):
+            services.messages_drain(slot=0)
+        assert Message.objects.count() == 4
+        assert pending_count() == 8
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER messy_test_refuse ON message")
+            cursor.execute("DROP FUNCTION messy_test_refuse()")
+    assert services.messages_drain(slot=0).stored == 8
+    assert Message.objects.count() == 12
+    assert totals()[0] == 12
+    assert staging.backlog() == 0
+    assert pending_count() == 0
 
 
 def test_the_first_write_schedules_one_drain_and_later_writes_do_not():
