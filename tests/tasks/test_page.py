@@ -136,7 +136,9 @@ def test_while_running_the_page_shows_times_elapsed_rate_and_time_left(live_serv
             done=job.progress_total // 4, message="A quarter.", state={}
         )
     # Started 30 s ago: a quarter done, so about 90 s to go at the same rate.
-    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=30))
+    Job.objects.filter(pk=job.pk).update(
+        created_at=timezone.now() - timedelta(seconds=40), started_at=timezone.now() - timedelta(seconds=30)
+    )
 
     tab.open(page_url(live_server, job))
     shown(tab, "running")
