@@ -21,6 +21,7 @@ from messages.ids import client_message_id, message_id_from
 from messages.staging import StagedPayload
 from messages.validation import MessageInput
 from project.celery import task_publish
+from project.logs import log_bound
 from stats.services.rollups import (
     ROLLUPS_ADDED_TABLE,
     ROLLUPS_REMOVED_TABLE,
@@ -358,14 +359,10 @@ def _batch_store(batch: _Batch) -> tuple[int, list[staging.StagedEntry]]:
     except (DataError, IntegrityError) as exc:
         # The SQLSTATE and the batch's entry ids only: PostgreSQL's message and DETAIL quote
         # the refused row (its message and username), so neither the error nor a traceback.
+        # The batch's ids are in the log context (messages_drain).
         logger.error(
             "batch refused by the database (SQLSTATE %s); isolating the bad rows",
             getattr(exc.__cause__, "pgcode", None),
-            extra={
-                "batch_first_entry": batch.entries[0].entry_id.decode(),
-                "batch_last_entry": batch.entries[-1].entry_id.decode(),
-                "batch_size": len(batch.entries),
-            },
         )
         return _persist_isolating_bad_rows(batch.parsed)
 
@@ -414,7 +411,16 @@ def messages_drain(slot: int) -> DrainReport:
             _fan_out_if_behind(slot, len(batch.entries))
             if len(batch.entries) >= settings.MESSY_DRAIN_BATCH_SIZE and time.monotonic() < deadline:
                 ahead = redis_side.submit(_batch_read, reader)
-            stored, handled = _batch_store(batch)
+            # The batch in the log context by its ends (entry ids are ordered; thousands of ids
+            # on every line would cost more than they tell).
+            with log_bound(
+                batch_first_entry=batch.entries[0].entry_id.decode(),
+                batch_last_entry=batch.entries[-1].entry_id.decode(),
+                batch_first_message=batch.parsed[0][1]["id"] if batch.parsed else None,
+                batch_last_message=batch.parsed[-1][1]["id"] if batch.parsed else None,
+                batch_size=len(batch.entries),
+            ):
+                stored, handled = _batch_store(batch)
             if acked is not None:
                 acked.result()  # the previous batch's, long done: raise what it raised
             lag_ms = max(0, int(time.time() * 1000) - batch.oldest_ms) if batch.oldest_ms else 0

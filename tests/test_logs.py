@@ -190,3 +190,4 @@ def test_a_batch_the_database_refuses_is_logged_by_sqlstate_and_entry_ids_only(c
     assert "SQLSTATE 23514" in refused[0]["message"]
     assert refused[0]["batch_size"] == 2
     assert refused[0]["batch_first_entry"] < refused[0]["batch_last_entry"]
+    assert refused[0]["batch_first_message"] < refused[0]["batch_last_message"]  # ids, never content
