@@ -1,6 +1,7 @@
 from django.apps import AppConfig
 
-from messages.metrics import StagingCollector
+from messages.metrics import StagingAgeCollector, StagingCollector, staging_status
+from project.health import status_components
 from project.lean import lean_paths_register
 from project.metrics import registry
 
@@ -14,6 +15,8 @@ class MessagesConfig(AppConfig):
 
     def ready(self) -> None:
         registry.register(StagingCollector())
+        registry.register(StagingAgeCollector())
+        status_components.register("staging", staging_status)
         # The write endpoints, served by project.wsgi before Django's handler.
         from messages.lean import HANDLERS  # imports the views: not before the apps are ready
 

@@ -1,12 +1,16 @@
 """The write path's numbers for /metrics, read from Redis (see project.metrics)."""
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from messages import staging
+
+logger = logging.getLogger(__name__)
 
 
 class StagingCollector:
@@ -57,3 +61,32 @@ class StagingCollector:
             "Accept-to-store delay of the oldest message in the latest drain batch.",
             value=counters.get("drain_lag_ms", 0) / 1000,
         )
+
+
+class StagingAgeCollector:
+    """How long the oldest staged message has waited to be stored (0 when nothing is staged).
+    Left out when Redis does not answer."""
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            oldest_ms = staging.backlog_oldest_ms()
+        except redis.RedisError as exc:
+            logger.warning("metrics: oldest staged message unavailable (%s)", type(exc).__name__)
+            return
+        yield GaugeMetricFamily(
+            "messy_backlog_oldest_age_seconds",
+            "Age of the oldest message staged and not yet stored (0: nothing staged).",
+            value=0 if oldest_ms is None else max(0.0, round(time.time() - oldest_ms / 1000, 3)),
+        )
+
+
+def staging_status() -> dict[str, Any]:
+    """/status's staging component: messages staged and not yet stored, the age of the oldest,
+    the dead letters parked, and the accept-to-store delay of the latest drain batch."""
+    oldest_ms = staging.backlog_oldest_ms()
+    return {
+        "backlog": staging.backlog(),
+        "oldest_age_seconds": None if oldest_ms is None else max(0.0, round(time.time() - oldest_ms / 1000, 3)),
+        "dead_letters": staging.dead_letters_summary()[0],
+        "drain_lag_seconds": staging.metrics_snapshot().get("drain_lag_ms", 0) / 1000,
+    }

@@ -442,6 +442,13 @@ def backlog() -> int:
     return int(redis_client().xlen(stream_key()))
 
 
+def backlog_oldest_ms() -> int | None:
+    """Unix ms at which the oldest staged message was accepted (its stream entry id is that
+    millisecond), or None when nothing is staged. One XRANGE of one entry."""
+    first = redis_client().xrange(stream_key(), min="-", max="+", count=1)
+    return int(first[0][0].split(b"-")[0]) if first else None
+
+
 def _stream_id(raw: bytes | str) -> tuple[int, int]:
     text = raw.decode() if isinstance(raw, bytes) else raw
     ms, _, seq = text.partition("-")

@@ -14,7 +14,6 @@ class TasksConfig(AppConfig):
 
         status_components_register()
         from project.metrics import registry
-        from tasks.metrics import JobsCollector, StagingAgeCollector
+        from tasks.metrics import JobsCollector
 
         registry.register(JobsCollector())
-        registry.register(StagingAgeCollector())
