@@ -30,7 +30,8 @@ def redis_server(*options: str, data_dir: Path | None = None) -> Iterator[int]:
     or, given a data directory, as scripts/redis.sh starts the project's staging Redis."""
     port = free_port()
     if data_dir is None:
-        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *options]
+        # Nothing on disk (it would land in the working directory): options may say otherwise.
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", *options]
         env = dict(os.environ)
     else:
         args = [str(ROOT / "scripts" / "redis.sh"), "staging", *options]
