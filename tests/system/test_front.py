@@ -155,8 +155,11 @@ def test_access_logs_name_the_path_but_not_the_query_string(stack, tmp_path):
         connection.request("GET", path)
         connection.getresponse().read()
         connection.close()
+    # Each server writes its line once the answer is out, which may be after the client read it.
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (web_log.exists() and web_log.read_text().count("\n") >= 2):
+    while time.monotonic() < deadline and not all(
+        log.exists() and log.read_text().count("\n") >= 2 for log in (web_log, front_log)
+    ):
         time.sleep(0.1)
     for log in (web_log, front_log):
         text = log.read_text()
