@@ -191,17 +191,13 @@ def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: i
     and straight to the same gunicorn, one after the other. The per-address limit is lifted:
     all of the benchmark's load comes from one address."""
     port = free_port()
-    processes.start(
-        "front",
-        ["./scripts/front.sh"],
-        FRONT_BIND=f"127.0.0.1:{port}",
-        FRONT_UPSTREAMS=f"127.0.0.1:{web_port}",
-        FRONT_RUN_DIR=_scratch_dir("messy-bench-front-"),
-        FRONT_ACCESS_LOG="off",
+    processes.front(
+        port,
+        web_port,
+        Path(_scratch_dir("messy-bench-front-")),
         FRONT_RATE_PER_IP="10000000",
         FRONT_BURST_PER_IP="10000000",
     )
-    wait_for_port(port)
     front = f"http://127.0.0.1:{port}"
     redis_reset(BENCH)
     wrk_rate(f"{front}/message/write/", body, 2)

@@ -357,6 +357,24 @@ class ProcessGroup:
     def beat(self, name: str = "beat", **extra_env: str) -> Process:
         return self.start(name, ["./runbeat.sh"], **extra_env)
 
+    def front(self, port: int, upstream_port: int, run_dir: Path, name: str = "front", **extra_env: str) -> Process:
+        """./scripts/front.sh (nginx) on 127.0.0.1:port in front of the web server on
+        upstream_port, keeping its config and temporary files in run_dir, once it listens.
+        Access log off unless extra_env sets FRONT_ACCESS_LOG."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.chmod(0o755)  # nginx's workers (nobody) keep request bodies in folders there
+        env = {"FRONT_ACCESS_LOG": "off", **extra_env}
+        process = self.start(
+            name,
+            ["./scripts/front.sh"],
+            FRONT_BIND=f"127.0.0.1:{port}",
+            FRONT_UPSTREAMS=f"127.0.0.1:{upstream_port}",
+            FRONT_RUN_DIR=str(run_dir),
+            **env,
+        )
+        wait_for_port(port)
+        return process
+
     def memcached(self, port: int, name: str = "memcached") -> Process:
         """A private memcached, so a test may kill and restart it."""
         process = self.start(name, ["memcached", "-u", "nobody", "-l", "127.0.0.1", "-p", str(port)])

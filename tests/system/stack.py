@@ -61,20 +61,10 @@ class Stack(ProcessGroup):
         self.start("flower", ["./scripts/flower.sh"])
         wait_for_port(self.flower_port, timeout=30)
 
-    def start_front(self) -> str:
+    def start_front(self, name: str = "front", **extra_env: str) -> str:
         """The front door (./scripts/front.sh: nginx) in front of the web port; returns its URL."""
         self.front_port = free_port()
-        run_dir = tempfile.mkdtemp(prefix="messy-front-")
-        os.chmod(run_dir, 0o755)  # nginx's workers (nobody) keep request bodies in folders there
-        self.start(
-            "front",
-            ["./scripts/front.sh"],
-            FRONT_BIND=f"127.0.0.1:{self.front_port}",
-            FRONT_UPSTREAMS=f"127.0.0.1:{self.web_port}",
-            FRONT_RUN_DIR=run_dir,
-            FRONT_ACCESS_LOG="off",
-        )
-        wait_for_port(self.front_port)
+        self.front(self.front_port, self.web_port, Path(tempfile.mkdtemp(prefix="messy-front-")), name, **extra_env)
         return f"http://127.0.0.1:{self.front_port}"
 
     # --- client side ---------------------------------------------------------------------

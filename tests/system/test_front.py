@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from tests.harness import free_port, wait_for_port
 from tests.system.stack import message_body
 
 pytestmark = pytest.mark.system
@@ -87,19 +86,8 @@ def test_the_front_door_answers_its_own_refusals_in_json(stack):
 
 def test_one_address_over_its_rate_gets_429_with_retry_after(stack, tmp_path):
     stack.start_web(processes=1)
-    port = free_port()
-    stack.start(
-        "front-limited",
-        ["./scripts/front.sh"],
-        FRONT_BIND=f"127.0.0.1:{port}",
-        FRONT_UPSTREAMS=f"127.0.0.1:{stack.web_port}",
-        FRONT_RUN_DIR=str(tmp_path),
-        FRONT_RATE_PER_IP="2",
-        FRONT_BURST_PER_IP="3",
-        FRONT_ACCESS_LOG="off",
-    )
-    tmp_path.chmod(0o755)
-    wait_for_port(port)
+    stack.start_front("front-limited", FRONT_RATE_PER_IP="2", FRONT_BURST_PER_IP="3")
+    port = stack.front_port
     answers = []
     for _ in range(10):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -133,19 +121,8 @@ def test_access_logs_name_the_path_but_not_the_query_string(stack, tmp_path):
     access logs of the front door and of gunicorn keep neither."""
     web_log, front_log = tmp_path / "web-access.log", tmp_path / "front-access.log"
     stack.web(stack.web_port, processes=1, WEB_ACCESS_LOG=str(web_log))
-    port = free_port()
-    run_dir = tmp_path / "front"
-    run_dir.mkdir()
-    run_dir.chmod(0o755)
-    stack.start(
-        "front-logged",
-        ["./scripts/front.sh"],
-        FRONT_BIND=f"127.0.0.1:{port}",
-        FRONT_UPSTREAMS=f"127.0.0.1:{stack.web_port}",
-        FRONT_RUN_DIR=str(run_dir),
-        FRONT_ACCESS_LOG=str(front_log),
-    )
-    wait_for_port(port)
+    stack.start_front("front-logged", FRONT_ACCESS_LOG=str(front_log))
+    port = stack.front_port
     secrets = {"username": "ada-private", "city": "Secretville", "state": "SX", "message": "very-private-text"}
     for path in (
         "/message/write/?" + "&".join(f"{name}={value}" for name, value in secrets.items()),
