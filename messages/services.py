@@ -393,6 +393,11 @@ def messages_drain(slot: int) -> DrainReport:
         ahead: Future[_Batch] | None = None
         acked: Future[None] | None = None
         while ahead is not None or time.monotonic() < deadline:
+            if ahead is None and acked is not None:
+                # The last batch's acknowledgement first: read now, its entries could still be
+                # pending to this consumer and come back a second time.
+                acked.result()
+                acked = None
             batch = ahead.result() if ahead is not None else _batch_read(reader)
             ahead = None
             if not batch.entries:
