@@ -4,6 +4,7 @@ import io
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -139,16 +140,18 @@ def messages_accept(
         for item in inputs
     ]
     encoded = [orjson.dumps(payload) for payload in staged]
+    shard = staging.shard_of(quota_subject)
     outcome = staging.stage(
         encoded,
         accepted_at,
-        idempotency_key=staging.idempotency_key(client, idempotency_key) if idempotency_key else "",
+        idempotency_key=staging.idempotency_key(client, idempotency_key, shard) if idempotency_key else "",
         idempotency_record=(
             staging.idempotency_record_encode(fingerprint, (p["id"] for p in staged)) if idempotency_key else b""
         ),
         quota_subject=quota_subject,
         quota_rate=rate,
         quota_burst=quota.burst if quota is not None else 0,
+        shard=shard,
     )
     if outcome.result == "replay":
         assert outcome.replay_record is not None
@@ -165,7 +168,7 @@ def messages_accept(
         raise StagingFull()
     staging.copies_store(staged, encoded)
     if outcome.drain_needed:
-        drain_schedule(slot=0)
+        drain_schedule(0, shard)
     return Staged(answer(staged), outcome.remaining, outcome.reset)
 
 
@@ -177,18 +180,18 @@ def messages_rejected_count(count: int) -> None:
         logger.warning("could not count rejected messages", exc_info=True)
 
 
-def drain_schedule(slot: int) -> None:
-    """Publish one drain task for a slot this process has just acquired.
+def drain_schedule(slot: int, shard: int = 0) -> None:
+    """Publish one drain task for a slot of a shard this process has just acquired.
 
     If the broker is unreachable the slot is released so the periodic sweep (or the next
     write) can try again; the messages are already safe in the stream.
     """
-    if not task_publish("messages.drain", slot):
-        staging.slot_release(slot)
+    if not task_publish("messages.drain", slot, shard):
+        staging.slot_release(slot, shard)
 
 
 def _parse_entries(
-    entries: Sequence[staging.StagedEntry],
+    entries: Sequence[staging.StagedEntry], shard: int
 ) -> tuple[list[tuple[staging.StagedEntry, StagedPayload]], int]:
     parsed = []
     oldest_ms = 0
@@ -199,7 +202,7 @@ def _parse_entries(
             # A bad id is left to PostgreSQL's uuid type: it fails the COPY and the batch is
             # retried row by row, which dead-letters just that entry.
             logger.error("dead-lettering malformed staged entry %r: %r", entry.entry_id, exc)
-            staging.dead_letter(entry, f"malformed payload: {exc!r}")
+            staging.dead_letter(entry, f"malformed payload: {exc!r}", shard)
             continue
         parsed.append((entry, payload))
         oldest_ms = min(oldest_ms or payload["accepted_at"], payload["accepted_at"])
@@ -315,7 +318,7 @@ def messages_persist(payloads: Sequence[StagedPayload]) -> int:
 
 
 def _persist_isolating_bad_rows(
-    parsed: list[tuple[staging.StagedEntry, StagedPayload]],
+    parsed: list[tuple[staging.StagedEntry, StagedPayload]], shard: int
 ) -> tuple[int, list[staging.StagedEntry]]:
     """After a data error, store entries one by one so a single bad row is dead-lettered
     instead of blocking the batch forever. Returns (stored, entries that were handled)."""
@@ -327,7 +330,7 @@ def _persist_isolating_bad_rows(
             handled.append(entry)
         except (DataError, IntegrityError) as exc:
             # Left pending if Redis is too full to take the dead letter: retried next run.
-            staging.dead_letter(entry, f"database refused the row: {exc}")
+            staging.dead_letter(entry, f"database refused the row: {exc}", shard)
     return stored, handled
 
 
@@ -347,11 +350,11 @@ class _Batch:
 
 def _batch_read(reader: staging.BatchReader) -> _Batch:
     entries = reader.claim(settings.MESSY_DRAIN_BATCH_SIZE)
-    parsed, oldest_ms = _parse_entries(entries)
+    parsed, oldest_ms = _parse_entries(entries, reader.shard)
     return _Batch(entries, parsed, oldest_ms)
 
 
-def _batch_store(batch: _Batch) -> tuple[int, list[staging.StagedEntry]]:
+def _batch_store(batch: _Batch, shard: int) -> tuple[int, list[staging.StagedEntry]]:
     """Persist a batch; returns (stored, entries handled: stored, already there, or
     dead-lettered). A batch the database refuses is retried row by row."""
     try:
@@ -364,13 +367,13 @@ def _batch_store(batch: _Batch) -> tuple[int, list[staging.StagedEntry]]:
             "batch refused by the database (SQLSTATE %s); isolating the bad rows",
             getattr(exc.__cause__, "pgcode", None),
         )
-        return _persist_isolating_bad_rows(batch.parsed)
+        return _persist_isolating_bad_rows(batch.parsed, shard)
 
 
-def messages_drain(slot: int) -> DrainReport:
-    """Move staged messages into PostgreSQL, batch by batch, until the stream is empty or
-    this run's time is up (then a fresh task takes over, so workers stay responsive to
-    shutdown and other queues).
+def messages_drain(slot: int, shard: int = 0) -> DrainReport:
+    """Move staged messages of one shard into PostgreSQL, batch by batch, until its stream is
+    empty or this run's time is up (then a fresh task takes over, so workers stay responsive
+    to shutdown and other queues).
 
     Entries are acknowledged only after their transaction committed: a crash in between
     leaves them pending, another consumer reclaims them, and the idempotent insert makes
@@ -384,9 +387,9 @@ def messages_drain(slot: int) -> DrainReport:
     past its deadline; if storing fails first, it stays pending and the retried task reads it
     back before anything new.
     """
-    staging.group_ensure()
+    staging.group_ensure(shard)
     consumer = staging.consumer_name()
-    reader = staging.BatchReader(consumer)
+    reader = staging.BatchReader(consumer, shard)
     report = DrainReport()
     deadline = time.monotonic() + settings.MESSY_DRAIN_RUN_SECONDS
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-redis") as redis_side:
@@ -403,17 +406,19 @@ def messages_drain(slot: int) -> DrainReport:
             if not batch.entries:
                 if acked is not None:
                     acked.result()
-                staging.slot_release(slot)
+                staging.slot_release(slot, shard)
                 # A write may have staged a message after our last read but before the release
                 # and seen the slot taken; look once more so it is not left for the sweep.
                 # (Entries pending in other consumers are not ours to wait for: they are
                 # reclaimed once idle, by a drain the sweep starts.) A full Redis refuses the
                 # slot's SET: this drain then goes on, as the only one that can empty it.
-                if not staging.undelivered_exists() or not staging.slot_acquire(slot, consumer, if_full=True):
+                if not staging.undelivered_exists(shard) or not staging.slot_acquire(
+                    slot, consumer, if_full=True, shard=shard
+                ):
                     return report
                 continue
-            staging.slot_refresh(slot)
-            _fan_out_if_behind(slot, len(batch.entries))
+            staging.slot_refresh(slot, shard)
+            _fan_out_if_behind(slot, shard, len(batch.entries))
             if len(batch.entries) >= settings.MESSY_DRAIN_BATCH_SIZE and time.monotonic() < deadline:
                 ahead = redis_side.submit(_batch_read, reader)
             # The batch in the log context by its ends (entry ids are ordered; thousands of ids
@@ -425,41 +430,63 @@ def messages_drain(slot: int) -> DrainReport:
                 batch_last_message=batch.parsed[-1][1]["id"] if batch.parsed else None,
                 batch_size=len(batch.entries),
             ):
-                stored, handled = _batch_store(batch)
+                stored, handled = _batch_store(batch, shard)
             if acked is not None:
                 acked.result()  # the previous batch's, long done: raise what it raised
             lag_ms = max(0, int(time.time() * 1000) - batch.oldest_ms) if batch.oldest_ms else 0
             # Committed: acknowledged on the helper thread, after the read ahead it queued.
-            acked = redis_side.submit(staging.batch_ack, [entry.entry_id for entry in handled], stored, lag_ms)
+            acked = redis_side.submit(staging.batch_ack, [entry.entry_id for entry in handled], stored, lag_ms, shard)
             report.batches += 1
             report.entries += len(batch.entries)
             report.stored += stored
         if acked is not None:
             acked.result()
-    drain_schedule(slot)
+    drain_schedule(slot, shard)
     return report
 
 
-def _fan_out_if_behind(slot: int, batch_len: int) -> None:
-    """When a full batch leaves more behind it, start a drain on the next free slot so that
-    every worker process can help; the consumer group gives each its own entries."""
-    if batch_len < settings.MESSY_DRAIN_BATCH_SIZE or staging.backlog() <= 2 * batch_len:
+def _fan_out_if_behind(slot: int, shard: int, batch_len: int) -> None:
+    """When a full batch leaves more behind it, start a drain on the next free slot of this
+    shard so that every worker process can help; the consumer group gives each its own
+    entries. The slots: as many as live ingest worker processes (staging.drain_capacity), so
+    a worker added anywhere adds a drain, with no setting to change."""
+    if batch_len < settings.MESSY_DRAIN_BATCH_SIZE or staging.backlog(shard) <= 2 * batch_len:
         return
-    for other in range(settings.MESSY_DRAIN_PARALLELISM):
-        if other != slot and staging.slot_acquire(other, "fan-out"):
-            drain_schedule(other)
+    for other in range(staging.drain_capacity()):
+        if other != slot and staging.slot_acquire(other, "fan-out", shard=shard):
+            drain_schedule(other, shard)
             return
 
 
 def messages_sweep() -> bool:
-    """Periodic safety net: make sure a drain runs whenever anything is staged (after a lost
-    task, a dead worker, or a broker outage). Returns whether it scheduled one."""
-    staging.group_ensure()
+    """Periodic safety net: make sure a drain runs on every shard where anything is staged
+    (after a lost task, a dead worker, or a broker outage). Returns whether it scheduled one."""
     staging.consumers_prune()
-    if staging.backlog() and staging.slot_acquire(0, "sweep", if_full=True):
-        drain_schedule(0)
-        return True
-    return False
+    scheduled = False
+    for shard in range(len(staging.shards())):
+        staging.group_ensure(shard)
+        if staging.backlog(shard) and staging.slot_acquire(0, "sweep", if_full=True, shard=shard):
+            drain_schedule(0, shard)
+            scheduled = True
+    return scheduled
+
+
+def drain_workers_heartbeat(name: str, processes: int, stop: threading.Event) -> None:
+    """Say every few seconds, until `stop` is set, that an ingest worker (`name`, with
+    `processes` pool processes) is alive: it counts towards the drain slots
+    (staging.drain_capacity) until a while after its last word. Never raises: a Redis outage
+    only shrinks the slots for a while."""
+    while True:
+        try:
+            staging.worker_heartbeat(name, processes)
+        except Exception:
+            logger.warning("could not report this worker's drain capacity", exc_info=True)
+        if stop.wait(staging.WORKER_HEARTBEAT_SECONDS):
+            return
+
+
+def drain_workers_forget(name: str) -> None:
+    staging.worker_forget(name)
 
 
 # --- erasure -----------------------------------------------------------------------------------
@@ -470,21 +497,22 @@ def messages_sweep() -> bool:
 # stored messages.
 
 
-def messages_erase_staged(username: str, heartbeat: Callable[[], None]) -> list[bytes]:
-    """Delete the user's entries from the staging and dead-letter streams and their memcached
-    copies; return the ids of the entries deleted from the staging stream (the ones a drain
-    may hold: pass them to messages_erase_wait). Calls heartbeat() while it scans (a backlog of
-    a million entries takes seconds). Safe to repeat."""
-    in_flight: list[bytes] = []
-    for stream in (staging.stream_key(), staging.dead_letter_key()):
-        deleted = staging.stream_user_delete(stream, username, heartbeat)
+def messages_erase_staged(username: str, heartbeat: Callable[[], None]) -> list[tuple[int, bytes]]:
+    """Delete the user's entries from every shard's staging stream and from the dead letters,
+    and their memcached copies; return (shard, entry id) of the entries deleted from staging
+    streams (the ones a drain may hold: pass them to messages_erase_wait). Calls heartbeat()
+    while it scans (a backlog of a million entries takes seconds). Safe to repeat."""
+    in_flight: list[tuple[int, bytes]] = []
+    for shard in staging.shards():
+        deleted = staging.stream_user_delete(shard.stream, username, heartbeat)
         staging.copies_delete(message_id for _, message_id in deleted if message_id)
-        if stream == staging.stream_key():
-            in_flight = [entry_id for entry_id, _ in deleted]
+        in_flight.extend((shard.index, entry_id) for entry_id, _ in deleted)
+    dead = staging.stream_user_delete(staging.dead_letter_key(), username, heartbeat)
+    staging.copies_delete(message_id for _, message_id in dead if message_id)
     return in_flight
 
 
-def messages_erase_wait(entry_ids: Sequence[bytes], heartbeat: Callable[[], None]) -> bool:
+def messages_erase_wait(entry_ids: Sequence[tuple[int, bytes]], heartbeat: Callable[[], None]) -> bool:
     """Wait until no drain holds any of these (deleted) entries: a drain acknowledges an entry
     only after the transaction storing it committed, so afterwards a DELETE sees the row.
     Returns False when MESSY_ERASE_PENDING_WAIT_SECONDS pass first; calls heartbeat() between
@@ -492,7 +520,11 @@ def messages_erase_wait(entry_ids: Sequence[bytes], heartbeat: Callable[[], None
     waiting = set(entry_ids)
     deadline = time.monotonic() + settings.MESSY_ERASE_PENDING_WAIT_SECONDS
     while waiting:
-        waiting = staging.pending_among(waiting)
+        waiting = {
+            (shard, entry_id)
+            for shard in {shard for shard, _ in waiting}
+            for entry_id in staging.pending_among({e for s, e in waiting if s == shard}, shard)
+        }
         if not waiting:
             break
         if time.monotonic() > deadline:

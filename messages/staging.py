@@ -1,21 +1,39 @@
-"""The durable staging area: one Redis stream, one consumer group, a few small keys, and the
-memcached copies of staged payloads. Only the messages app touches them.
+"""The durable staging area: Redis streams (MESSY_STAGING_SHARDS shards), one consumer group
+each, a few small keys, and the memcached copies of staged payloads. Only the messages app
+touches them.
 
 An accepted message is an entry in the stream until a worker has stored it in PostgreSQL;
 only then is the entry acknowledged and deleted. So the stream length is the backlog, a
 worker killed mid-batch leaves its entries pending (another worker reclaims them once they
 have been idle long enough), and memcached never holds the only copy.
 
-Drain "slots" only limit how many drain tasks are in flight; correctness never depends on
-them, because inserts are idempotent on the message id.
+Drain "slots" only limit how many drain tasks are in flight on a shard: as many as there are
+live ingest worker processes (drain_capacity, from their heartbeats), so adding workers adds
+drains with no setting changed. Correctness never depends on them, because inserts are
+idempotent on the message id.
+
+Sharding. Every key a write touches (its shard's stream, drain slot 0 and metrics, the
+client's quota bucket, the Idempotency-Key record) carries the shard's hash tag, so on a Redis
+Cluster the stage script's keys share one slot and a write stays one EVALSHA on one master. A
+request goes to shard_of(quota subject): the client's token bucket lives in exactly one
+shard, so the quota stays exact with no cross-shard traffic, and a client's retries find their
+Idempotency-Key record there. (The subject is the write API key's digest when keys are
+required, which is also the scope of its Idempotency-Keys; with keys off it is the client's
+address, so an anonymous client retrying from another address may reach another shard and be
+accepted again: keys on, or one shard, for strict replays.) Shard tags are chosen so that their
+slots sit evenly over the slot space: a cluster whose masters own equal ranges (redis-cli
+--cluster create) gets shards spread over its masters. Drains, sweeps, status reads, erasures
+and the figures go over every shard; the dead letters are one stream of their own.
 """
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -24,8 +42,11 @@ import orjson
 import redis
 from django.conf import settings
 from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from project.redis import key, redis_client, redis_script
+from project.redis import key, redis_client, redis_script, redis_script_run
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +105,17 @@ CONSUMER_GROUP = "persisters"
 # stream was empty; "BUSYGROUP" otherwise), after the first write, where Redis cannot refuse
 # it: a full Redis refuses XGROUP CREATE from a drain, which without the group could never read
 # the stream that filled it.
+#
+# KEYS all carry the shard's hash tag (a Redis Cluster runs a script only on keys of one slot);
+# an unused one (no Idempotency-Key, no quota) is the stream's name, never read. An empty
+# idem_record means no Idempotency-Key.
 _STAGE_SCRIPT = """
 local stream, slot, idem_key, metrics, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local backlog_max, backlog_max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 local slot_ttl, idem_ttl, idem_record, entry_ms, group = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local rate, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
 local first_payload = 10
-if idem_key ~= "" then
+if idem_record ~= "" then
   local existing = redis.call("GET", idem_key)
   if existing then return {"replay", existing} end
 end
@@ -140,36 +165,104 @@ for i = first_payload + 1, #ARGV do
   redis.call("XADD", stream, id_spec, "m", ARGV[i])
 end
 if backlog == 0 then redis.pcall("XGROUP", "CREATE", stream, group, "0") end
-if idem_key ~= "" then redis.call("SET", idem_key, idem_record, "EX", idem_ttl) end
+if idem_record ~= "" then redis.call("SET", idem_key, idem_record, "EX", idem_ttl) end
 local drain = "0"
 if redis.call("SET", slot, "web", "NX", "EX", slot_ttl) then drain = "1" end
 return {"staged", drain, remaining, reset}
 """
 
 
-def stream_key() -> str:
-    return key("stream", "messages")
+def shard_tag(index: int, shards: int) -> str:
+    """The hash tag of shard `index` of `shards`: "s<index>", or "s<index>-<n>" for the first n
+    that puts it in the index-th equal part of the cluster's slot space (so N shards land on
+    N different masters of a cluster whose masters own equal slot ranges)."""
+    low, high = index * REDIS_CLUSTER_HASH_SLOTS // shards, (index + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    candidate, n = f"s{index}", 0
+    while not low <= key_slot(candidate.encode()) < high:
+        candidate, n = f"s{index}-{n}", n + 1
+    return candidate
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """The keys of one stream shard, all in one hash slot (its tag)."""
+
+    index: int
+    tag: str  # "{s0}": the hash tag, braces included
+    stream: str
+    metrics: str
+    slot_prefix: str
+
+    def slot(self, slot: int) -> str:
+        return f"{self.slot_prefix}{slot}"
+
+
+def _shards_build() -> tuple[Shard, ...]:
+    count = settings.MESSY_STAGING_SHARDS
+    built = []
+    for index in range(count):
+        tag = "{" + shard_tag(index, count) + "}"
+        built.append(Shard(index, tag, key(tag, "stream"), key(tag, "metrics"), key(tag, "drain", "slot", "")))
+    return tuple(built)
+
+
+_shards: tuple[Shard, ...] = ()
+
+
+@receiver(setting_changed)
+def _shards_forget(setting: str, **_: Any) -> None:
+    global _shards
+    if setting in ("MESSY_STAGING_SHARDS", "REDIS_KEY_PREFIX"):
+        _shards = ()
+
+
+def shards() -> tuple[Shard, ...]:
+    """Every shard, built once per process (the write path only indexes it)."""
+    global _shards
+    if not _shards:
+        _shards = _shards_build()
+    return _shards
+
+
+def shard_of(subject: str) -> int:
+    """The shard of a client's writes: by its quota subject (see the module's docstring).
+    crc32 is stable across processes and hosts (Python's hash() is not)."""
+    count = len(shards())
+    return 0 if count == 1 else zlib.crc32(subject.encode("utf-8", "surrogatepass")) % count
+
+
+def stream_key(shard: int = 0) -> str:
+    return shards()[shard].stream
 
 
 def dead_letter_key() -> str:
+    """One dead-letter stream for every shard (its own slot on a cluster): rare, and listed,
+    replayed and purged by entry id without naming a shard."""
     return key("stream", "dead")
 
 
-def slot_key(slot: int) -> str:
-    return key("drain", "slot", str(slot))
+def slot_key(slot: int, shard: int = 0) -> str:
+    return shards()[shard].slot(slot)
 
 
-def metrics_key() -> str:
-    return key("metrics")
+def metrics_key(shard: int = 0) -> str:
+    return shards()[shard].metrics
+
+
+def workers_key() -> str:
+    """The live ingest worker processes' heartbeats: a sorted set of "<name>=<processes>" by
+    the Unix ms at which each expires."""
+    return key("drain", "workers")
 
 
 _STAGE = redis_script(_STAGE_SCRIPT)
 
 
-def quota_key(subject: str) -> str:
+def quota_key(subject: str, shard: int | None = None) -> str:
     """The token bucket of a client: a write API key's digest, or a client address (the
-    two cannot collide: a digest holds neither "." nor ":")."""
-    return key("quota", subject)
+    two cannot collide: a digest holds neither "." nor ":"), in the client's shard."""
+    tag = shards()[shard_of(subject) if shard is None else shard].tag
+    return key(tag, "quota", subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +289,21 @@ def stage(
     quota_subject: str = "",
     quota_rate: float = 0,
     quota_burst: int = 0,
+    shard: int | None = None,
 ) -> StageOutcome:
     """Append payloads (JSON documents of messages whose ids carry the millisecond entry_ms)
-    to the stream in one atomic step, spending one token per payload from the bucket of
-    quota_subject (quota_rate 0: no quota)."""
-    keys = [stream_key(), slot_key(0), idempotency_key, metrics_key(), quota_key(quota_subject) if quota_rate else ""]
+    to the stream of `shard` (by default shard_of(quota_subject)) in one atomic step, spending
+    one token per payload from the bucket of quota_subject (quota_rate 0: no quota).
+    idempotency_key must be of the same shard (idempotency_key(..., shard))."""
+    where = shards()[shard_of(quota_subject) if shard is None else shard]
+    stream = where.stream
+    keys = [
+        stream,
+        where.slot_prefix + "0",
+        idempotency_key or stream,
+        where.metrics,
+        key(where.tag, "quota", quota_subject) if quota_rate else stream,
+    ]
     args = [
         settings.MESSY_BACKLOG_MAX,
         settings.MESSY_BACKLOG_MAX_BYTES,
@@ -214,7 +317,7 @@ def stage(
         *payloads,
     ]
     try:
-        result, detail, *quota = _STAGE(keys=keys, args=args, client=redis_client())
+        result, detail, *quota = redis_script_run(_STAGE, keys, args)
     except redis.exceptions.OutOfMemoryError:  # refused before the script ran (EVALSHA's load)
         return StageOutcome("oom")
     if result == b"replay":
@@ -230,10 +333,11 @@ def stage(
     return StageOutcome("staged", drain_needed=detail == b"1")
 
 
-def idempotency_key(key_digest: str, client_key: str) -> str:
+def idempotency_key(key_digest: str, client_key: str, shard: int = 0) -> str:
     """The record of an Idempotency-Key, scoped to the client: its write API key's digest
-    (messages.clients.api_key_digest; never the key itself), or "anon"."""
-    return key("idem", key_digest, client_key)
+    (messages.clients.api_key_digest; never the key itself), or "anon"; in the shard of the
+    request it guards."""
+    return key(shards()[shard].tag, "idem", key_digest, client_key)
 
 
 # An idempotency record holds only what a replay needs: a format byte, the request's
@@ -280,9 +384,9 @@ def _best_effort_failed(what: str) -> None:
         logger.warning("Redis is over maxmemory and refused %s; carrying on without it", what)
 
 
-def group_ensure() -> None:
+def group_ensure(shard: int = 0) -> None:
     try:
-        redis_client().xgroup_create(stream_key(), CONSUMER_GROUP, id="0", mkstream=True)
+        redis_client().xgroup_create(stream_key(shard), CONSUMER_GROUP, id="0", mkstream=True)
     except redis.exceptions.OutOfMemoryError:
         # Refused before Redis even looks: the group almost surely exists (the first sweep or
         # drain made it). If it does not, the read fails with NOGROUP and a later run retries.
@@ -298,7 +402,7 @@ class StagedEntry:
     payload: bytes
 
 
-def _entries(raw: Sequence[Any]) -> list[StagedEntry]:
+def _entries(raw: Sequence[Any], shard: int) -> list[StagedEntry]:
     """The readable entries of a read. Entries deleted while pending (an erasure's XDEL) come
     back empty: they have nothing left to store, so they are acknowledged here, or they would
     come back on every read of this consumer's pending entries."""
@@ -310,7 +414,7 @@ def _entries(raw: Sequence[Any]) -> list[StagedEntry]:
         else:
             emptied.append(entry_id)
     if emptied:
-        redis_client().xack(stream_key(), CONSUMER_GROUP, *emptied)
+        redis_client().xack(stream_key(shard), CONSUMER_GROUP, *emptied)
     return entries
 
 
@@ -324,8 +428,9 @@ class BatchReader:
     full Redis) is then retried by the next run instead of being read again and again ahead
     of everything behind it."""
 
-    def __init__(self, consumer: str) -> None:
+    def __init__(self, consumer: str, shard: int = 0) -> None:
         self.consumer = consumer
+        self.shard = shard
         self._history: bytes | None = b"0"  # None once the own pending entries are read
 
     def claim(self, count: int) -> list[StagedEntry]:
@@ -333,7 +438,7 @@ class BatchReader:
         steady traffic the drain that is already running picks the next messages up, instead
         of exiting and making the next write publish a new task.)"""
         client = redis_client()
-        stream = stream_key()
+        stream = stream_key(self.shard)
         while self._history is not None:
             response = client.xreadgroup(CONSUMER_GROUP, self.consumer, {stream: self._history}, count=count)
             raw = response[0][1] if response else []
@@ -341,7 +446,7 @@ class BatchReader:
                 self._history = None
                 break
             self._history = raw[-1][0]
-            entries = _entries(raw)
+            entries = _entries(raw, self.shard)
             if entries:
                 return entries
         # XAUTOCLAIM drops entries deleted while pending by itself (its third answer).
@@ -350,21 +455,21 @@ class BatchReader:
         )
         if claimed:
             logger.info("reclaimed %d staged entries from idle consumers", len(claimed))
-            entries = _entries(claimed)
+            entries = _entries(claimed, self.shard)
             if entries:
                 return entries
         # block=0 would wait forever: no wait is None.
         wait_ms = settings.MESSY_DRAIN_IDLE_WAIT_MS or None
         response = client.xreadgroup(CONSUMER_GROUP, self.consumer, {stream: ">"}, count=count, block=wait_ms)
-        return _entries(response[0][1]) if response else []
+        return _entries(response[0][1], self.shard) if response else []
 
 
-def batch_claim(consumer: str, count: int) -> list[StagedEntry]:
+def batch_claim(consumer: str, count: int, shard: int = 0) -> list[StagedEntry]:
     """One batch for `consumer`, as the first read of a drain run (BatchReader)."""
-    return BatchReader(consumer).claim(count)
+    return BatchReader(consumer, shard).claim(count)
 
 
-def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int) -> None:
+def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int, shard: int = 0) -> None:
     """Delete and acknowledge stored entries, then count the batch; one round trip.
 
     Not a MULTI transaction: Redis over maxmemory refuses every MULTI, but still allows XDEL
@@ -376,14 +481,15 @@ def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int) -> Non
     The counters are best-effort (refused while Redis is full)."""
     if not entry_ids:
         return
+    stream, metrics = stream_key(shard), metrics_key(shard)
     pipe = redis_client().pipeline(transaction=False)
-    pipe.xdel(stream_key(), *entry_ids)
-    pipe.xack(stream_key(), CONSUMER_GROUP, *entry_ids)
-    pipe.hincrby(metrics_key(), "drain_batches", 1)
-    pipe.hincrby(metrics_key(), "drain_entries", len(entry_ids))
-    pipe.hincrby(metrics_key(), "stored", stored)
-    pipe.hincrby(metrics_key(), f"drain_batch_size_le_{batch_size_bucket(len(entry_ids))}", 1)
-    pipe.hset(metrics_key(), "drain_lag_ms", batch_lag_ms)
+    pipe.xdel(stream, *entry_ids)
+    pipe.xack(stream, CONSUMER_GROUP, *entry_ids)
+    pipe.hincrby(metrics, "drain_batches", 1)
+    pipe.hincrby(metrics, "drain_entries", len(entry_ids))
+    pipe.hincrby(metrics, "stored", stored)
+    pipe.hincrby(metrics, f"drain_batch_size_le_{batch_size_bucket(len(entry_ids))}", 1)
+    pipe.hset(metrics, "drain_lag_ms", batch_lag_ms)
     results = pipe.execute(raise_on_error=False)
     for result in results[:2]:
         if isinstance(result, Exception):
@@ -409,7 +515,7 @@ def batch_size_bucket(size: int) -> str:
     return "inf"
 
 
-def dead_letter(entry: StagedEntry, reason: str) -> bool:
+def dead_letter(entry: StagedEntry, reason: str, shard: int = 0) -> bool:
     """Park an entry that can never be stored, so it does not block the ones behind it;
     return whether it was parked.
 
@@ -427,9 +533,9 @@ def dead_letter(entry: StagedEntry, reason: str) -> bool:
         _best_effort_failed("a dead letter (the entry stays pending)")
         return False
     pipe = client.pipeline(transaction=False)
-    pipe.xdel(stream_key(), entry.entry_id)
-    pipe.xack(stream_key(), CONSUMER_GROUP, entry.entry_id)
-    pipe.hincrby(metrics_key(), "dead_lettered", 1)
+    pipe.xdel(stream_key(shard), entry.entry_id)
+    pipe.xack(stream_key(shard), CONSUMER_GROUP, entry.entry_id)
+    pipe.hincrby(metrics_key(shard), "dead_lettered", 1)
     results = pipe.execute(raise_on_error=False)
     for result in results[:2]:
         if isinstance(result, Exception):
@@ -438,15 +544,30 @@ def dead_letter(entry: StagedEntry, reason: str) -> bool:
     return True
 
 
-def backlog() -> int:
-    return int(redis_client().xlen(stream_key()))
+def _each_shard(command: Callable[[Any, Shard], Any]) -> list[Any]:
+    """command(pipe, shard) for every shard, in one pipeline (one round trip on a
+    single Redis; one per master on a cluster); the answers in shard order."""
+    pipe = redis_client().pipeline(transaction=False)
+    for shard in shards():
+        command(pipe, shard)
+    return list(pipe.execute())
+
+
+def backlog(shard: int | None = None) -> int:
+    """Entries staged in one shard, or in all of them."""
+    if shard is not None:
+        return int(redis_client().xlen(stream_key(shard)))
+    if len(shards()) == 1:
+        return int(redis_client().xlen(stream_key()))
+    return sum(int(n) for n in _each_shard(lambda pipe, shard: pipe.xlen(shard.stream)))
 
 
 def backlog_oldest_ms() -> int | None:
     """Unix ms at which the oldest staged message was accepted (its stream entry id is that
-    millisecond), or None when nothing is staged. One XRANGE of one entry."""
-    first = redis_client().xrange(stream_key(), min="-", max="+", count=1)
-    return int(first[0][0].split(b"-")[0]) if first else None
+    millisecond), or None when nothing is staged. One XRANGE of one entry per shard."""
+    firsts = _each_shard(lambda pipe, shard: pipe.xrange(shard.stream, min="-", max="+", count=1))
+    oldest = [int(first[0][0].split(b"-")[0]) for first in firsts if first]
+    return min(oldest) if oldest else None
 
 
 def _stream_id(raw: bytes | str) -> tuple[int, int]:
@@ -455,11 +576,11 @@ def _stream_id(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def undelivered_exists() -> bool:
-    """Whether the stream holds entries not yet handed to any consumer of the group."""
+def undelivered_exists(shard: int = 0) -> bool:
+    """Whether the shard's stream holds entries not yet handed to any consumer of the group."""
     pipe = redis_client().pipeline(transaction=False)
-    pipe.xinfo_stream(stream_key())
-    pipe.xinfo_groups(stream_key())
+    pipe.xinfo_stream(stream_key(shard))
+    pipe.xinfo_groups(stream_key(shard))
     try:
         stream, groups = pipe.execute()
     except redis.ResponseError:  # no stream yet
@@ -471,39 +592,84 @@ def undelivered_exists() -> bool:
 
 
 def accepted_total() -> int:
-    """Messages ever staged: the stream's own entries-added counter."""
-    try:
-        return int(redis_client().xinfo_stream(stream_key())["entries-added"])
-    except redis.ResponseError:  # no stream yet
-        return 0
+    """Messages ever staged: the streams' own entries-added counters."""
+    total = 0
+    for shard in shards():
+        with contextlib.suppress(redis.ResponseError):  # no stream yet
+            total += int(redis_client().xinfo_stream(shard.stream)["entries-added"])
+    return total
 
 
-def slot_acquire(slot: int, holder: str, *, if_full: bool = False) -> bool:
+def slot_acquire(slot: int, holder: str, *, if_full: bool = False, shard: int = 0) -> bool:
     """Take a drain slot; when Redis is over maxmemory (it refuses SET) answer `if_full`:
     True where a drain must still run (the sweep, a drain going on), False where it is only an
     extra helper (fan-out), so a full Redis cannot multiply drains without bound."""
     try:
-        return bool(redis_client().set(slot_key(slot), holder, nx=True, ex=settings.MESSY_DRAIN_SLOT_TTL))
+        return bool(redis_client().set(slot_key(slot, shard), holder, nx=True, ex=settings.MESSY_DRAIN_SLOT_TTL))
     except redis.exceptions.OutOfMemoryError:
         _best_effort_failed("taking a drain slot")
         return if_full
 
 
-def slot_refresh(slot: int) -> None:
+def slot_refresh(slot: int, shard: int = 0) -> None:
     """Best-effort: slots only limit how many drains run, and a full Redis refuses SET."""
     try:
-        redis_client().set(slot_key(slot), consumer_name(), ex=settings.MESSY_DRAIN_SLOT_TTL)
+        redis_client().set(slot_key(slot, shard), consumer_name(), ex=settings.MESSY_DRAIN_SLOT_TTL)
     except redis.exceptions.OutOfMemoryError:
         _best_effort_failed("refreshing a drain slot")
 
 
-def slot_release(slot: int) -> None:
-    redis_client().delete(slot_key(slot))
+def slot_release(slot: int, shard: int = 0) -> None:
+    redis_client().delete(slot_key(slot, shard))
+
+
+# How often an ingest worker says it is alive, and how long after its last word it no longer
+# counts: a worker killed with -9 stops adding drain slots within a TTL.
+WORKER_HEARTBEAT_SECONDS = 5.0
+WORKER_HEARTBEAT_TTL_MS = 20_000
+
+
+def worker_heartbeat(name: str, processes: int) -> None:
+    """Count the worker `name` (host and pid of a Celery worker) and its `processes` pool
+    processes among the live ingest workers for WORKER_HEARTBEAT_TTL_MS more; forget the
+    expired ones. Best-effort: a full Redis refuses it, and the slots then shrink, never lose
+    anything."""
+    now_ms = int(time.time() * 1000)
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.zadd(workers_key(), {f"{name}={processes}": now_ms + WORKER_HEARTBEAT_TTL_MS})
+    pipe.zremrangebyscore(workers_key(), "-inf", now_ms)
+    results = pipe.execute(raise_on_error=False)
+    _metrics_results_check(results)
+
+
+def worker_forget(name: str) -> None:
+    """A worker stopping cleanly leaves the count at once (by name, whatever its size)."""
+    client = redis_client()
+    members = [m for m in client.zrange(workers_key(), 0, -1) if m.rpartition(b"=")[0] == name.encode()]
+    if members:
+        client.zrem(workers_key(), *members)
+
+
+def drain_capacity() -> int:
+    """How many drains may run on one shard at once: the pool processes of the live ingest
+    workers (each process runs one task at a time), at least 1. So a worker added on a new
+    host raises it within one heartbeat, and a dead one lowers it within a TTL."""
+    now_ms = int(time.time() * 1000)
+    live = redis_client().zrangebyscore(workers_key(), now_ms, "+inf")
+    return max(1, sum(int(member.rpartition(b"=")[2] or 0) for member in live))
 
 
 def metrics_snapshot() -> dict[str, int]:
-    raw = redis_client().hgetall(metrics_key())
-    return {name.decode(): int(value) for name, value in raw.items()}
+    """The counters of every shard, summed (the drain lag: the largest)."""
+    total: dict[str, int] = {}
+    for raw in _each_shard(lambda pipe, shard: pipe.hgetall(shard.metrics)):
+        for name, value in raw.items():
+            field = name.decode()
+            if field == "drain_lag_ms":
+                total[field] = max(total.get(field, 0), int(value))
+            else:
+                total[field] = total.get(field, 0) + int(value)
+    return total
 
 
 def metrics_incr(name: str, amount: int = 1) -> None:
@@ -511,21 +677,23 @@ def metrics_incr(name: str, amount: int = 1) -> None:
 
 
 def consumers_prune(idle_ms: int = 3_600_000) -> int:
-    """Forget consumers (dead worker processes) that own nothing and were idle an hour."""
+    """Forget consumers (dead worker processes) that own nothing and were idle an hour, on
+    every shard."""
     client = redis_client()
     removed = 0
-    try:
-        consumers = client.xinfo_consumers(stream_key(), CONSUMER_GROUP)
-    except redis.ResponseError:
-        return 0
-    for consumer in consumers:
-        if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
-            try:
-                client.xgroup_delconsumer(stream_key(), CONSUMER_GROUP, consumer["name"])
-            except redis.exceptions.OutOfMemoryError:
-                _best_effort_failed("pruning idle consumers")
-                return removed
-            removed += 1
+    for shard in shards():
+        try:
+            consumers = client.xinfo_consumers(shard.stream, CONSUMER_GROUP)
+        except redis.ResponseError:
+            continue
+        for consumer in consumers:
+            if consumer["pending"] == 0 and consumer["idle"] > idle_ms:
+                try:
+                    client.xgroup_delconsumer(shard.stream, CONSUMER_GROUP, consumer["name"])
+                except redis.exceptions.OutOfMemoryError:
+                    _best_effort_failed("pruning idle consumers")
+                    return removed
+                removed += 1
     return removed
 
 
@@ -535,16 +703,20 @@ FIND_PAGE = 500
 
 
 def entry_find(message_id: str, id_ms: int) -> bool:
-    """Whether the stream holds the message `message_id`, minted at Unix millisecond id_ms.
+    """Whether a shard's stream holds the message `message_id`, minted at Unix millisecond id_ms.
 
     Its entry was added at id_ms, or later when another host's clock was ahead (see the stage
     script), so the search walks forward from id_ms to id_ms + MESSY_CLOCK_SKEW_MS, a page at a
     time: usually one round trip, at worst the entries of that window."""
+    return any(_entry_in(shard.stream, message_id, id_ms) for shard in shards())
+
+
+def _entry_in(stream: str, message_id: str, id_ms: int) -> bool:
     client = redis_client()
     needle = message_id.encode()
     start, end = f"{id_ms}-0", f"{id_ms + settings.MESSY_CLOCK_SKEW_MS}-18446744073709551615"
     while True:
-        entries: list[Any] = client.xrange(stream_key(), min=start, max=end, count=FIND_PAGE)
+        entries: list[Any] = client.xrange(stream, min=start, max=end, count=FIND_PAGE)
         for _, fields in entries:
             document = fields.get(b"m") or b""
             # The id's text may also appear inside another message's text: parse to be sure.
@@ -597,9 +769,9 @@ def dead_letters_summary() -> tuple[int, int | None]:
 
 
 def dead_letter_restage(letter: DeadLetter) -> None:
-    """Put a dead letter back on the staging stream, then delete it from the dead letters.
-    If the process dies in between it is in both; replaying it again stores it once (the
-    insert is idempotent on the message id)."""
+    """Put a dead letter back on the staging stream (of shard 0: any shard drains it), then
+    delete it from the dead letters. If the process dies in between it is in both; replaying
+    it again stores it once (the insert is idempotent on the message id)."""
     client = redis_client()
     client.xadd(stream_key(), {"m": letter.payload})
     client.xdel(dead_letter_key(), letter.entry_id)
@@ -653,7 +825,7 @@ def _username_and_id(raw: bytes | None) -> tuple[str, str]:
 
 
 def stream_user_delete(stream: str, username: str, heartbeat: Callable[[], None]) -> list[tuple[bytes, str]]:
-    """Delete every entry of `username` from `stream` (stream_key() or dead_letter_key()),
+    """Delete every entry of `username` from `stream` (a stream_key(shard) or dead_letter_key()),
     SCAN_COUNT entries at a time; return (entry id, message id) of each deleted. A backlog of a
     million entries takes seconds to scan: heartbeat() is called between chunks."""
     client = redis_client()
@@ -675,13 +847,13 @@ def stream_user_delete(stream: str, username: str, heartbeat: Callable[[], None]
         heartbeat()
 
 
-def pending_among(entry_ids: set[bytes]) -> set[bytes]:
-    """Which of these entries a drain has read and not yet acknowledged (it acknowledges only
-    after the transaction storing them committed)."""
+def pending_among(entry_ids: set[bytes], shard: int = 0) -> set[bytes]:
+    """Which of these entries of the shard a drain has read and not yet acknowledged (it
+    acknowledges only after the transaction storing them committed)."""
     low, high = min(entry_ids, key=_stream_id), max(entry_ids, key=_stream_id)
     try:
         pending: list[dict[str, Any]] = redis_client().xpending_range(
-            stream_key(), CONSUMER_GROUP, min=low, max=high, count=len(entry_ids) + 100_000
+            stream_key(shard), CONSUMER_GROUP, min=low, max=high, count=len(entry_ids) + 100_000
         )
     except redis.ResponseError:
         return set()  # no consumer group yet: nothing was ever read, nothing is in flight

@@ -1,5 +1,10 @@
 """The Redis client and key namespace every app shares (staging, stats markers, job rate limits).
 
+REDIS_URL names one Redis, or with MESSY_REDIS_CLUSTER=1 any node of a Redis Cluster (the
+client discovers the others and follows slot moves and failovers). On a cluster every command
+and script must name keys of one hash slot; the staging keys carry hash tags for that
+(messages.staging).
+
 One client per process, holding one connection, created on first use (so after a pre-fork
 server forks). It holds one connection instead of checking one out of a pool per command: the
 checkout probes the socket for stray data, a system call that costs the write path about a
@@ -10,10 +15,15 @@ its parent's socket.
 
 import logging
 import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 logger = logging.getLogger(__name__)
@@ -28,16 +38,29 @@ def key(*parts: str) -> str:
 
 
 def redis_client() -> redis.Redis:
+    """This process's client. With MESSY_REDIS_CLUSTER it is a RedisCluster, typed as a Redis:
+    it has the same commands, routed by key (each call here names keys of one slot)."""
     client = _clients.get(os.getpid())
     if client is None:
-        client = _clients[os.getpid()] = redis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=settings.REDIS_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_TIMEOUT,
-            health_check_interval=30,
-            decode_responses=False,
-            single_connection_client=True,
-        )
+        if settings.MESSY_REDIS_CLUSTER:
+            # No single connection: a cluster client holds a pool per node.
+            cluster = RedisCluster.from_url(
+                settings.REDIS_URL,
+                socket_timeout=settings.REDIS_TIMEOUT,
+                socket_connect_timeout=settings.REDIS_TIMEOUT,
+                health_check_interval=30,
+                decode_responses=False,
+            )
+            client = _clients[os.getpid()] = cast(redis.Redis, cluster)
+        else:
+            client = _clients[os.getpid()] = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_timeout=settings.REDIS_TIMEOUT,
+                socket_connect_timeout=settings.REDIS_TIMEOUT,
+                health_check_interval=30,
+                decode_responses=False,
+                single_connection_client=True,
+            )
     return client
 
 
@@ -53,6 +76,86 @@ def redis_script(source: str) -> Script:
     no client, so it survives redis_client_reset() and forks (EVALSHA, loading it on a miss)."""
     # Bytes need no client to encode them.
     return Script(None, source.encode())
+
+
+class NotReplicated(redis.exceptions.RedisError):
+    """A write ran, but fewer replicas than MESSY_STAGING_WAIT_REPLICAS confirmed it in time:
+    it is not acknowledged (a failover now could lose it)."""
+
+
+# One cluster topology refresh at a time and at most every this many seconds per process: while
+# a failed master's replica is being promoted, every write to its slots fails, and each asking
+# the cluster for its slots again would only add load.
+_TOPOLOGY_REFRESH_SECONDS = 0.25
+_topology_lock = threading.Lock()
+_topology_refreshed = 0.0
+
+# Errors after which a retry on the slot's current master may succeed: the master died or
+# moved (failover, resharding), or the cluster is electing a new one.
+_CLUSTER_RETRY = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+)
+_CLUSTER_ATTEMPTS = 3
+
+
+def _topology_refresh(cluster: RedisCluster) -> None:
+    global _topology_refreshed
+    with _topology_lock:
+        if time.monotonic() - _topology_refreshed < _TOPOLOGY_REFRESH_SECONDS:
+            return
+        _topology_refreshed = time.monotonic()
+        try:
+            cluster.nodes_manager.initialize()
+        except redis.exceptions.RedisError:
+            logger.warning("could not refresh the Redis Cluster's slot map", exc_info=True)
+
+
+def redis_script_run(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run a script (redis_script) and return its answer; with MESSY_STAGING_WAIT_REPLICAS > 0,
+    only once that many replicas have its writes (WAIT, in the same round trip), else raise
+    NotReplicated.
+
+    The single-Redis default without replicas to wait for is one EVALSHA (the write path's
+    cost). On a cluster (or with WAIT), the script and WAIT go down one connection to the master
+    of keys[0]'s slot (all keys must share it): WAIT counts the writes of its own connection.
+    After a failover or a slot move the slot map is refreshed and the call retried a few times;
+    a script that ran before its connection broke may then run twice, which its callers must
+    allow (the stage script's entries carry their message ids: the insert is idempotent)."""
+    replicas = settings.MESSY_STAGING_WAIT_REPLICAS
+    client = redis_client()
+    if not settings.MESSY_REDIS_CLUSTER and not replicas:
+        return script(keys=keys, args=args, client=client)
+    cluster = cast(RedisCluster, client) if settings.MESSY_REDIS_CLUSTER else None
+    for attempt in range(_CLUSTER_ATTEMPTS):
+        node = client if cluster is None else cluster.get_redis_connection(cluster.get_node_from_key(keys[0]))
+        pipe = node.pipeline(transaction=False)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if replicas:
+            pipe.execute_command("WAIT", replicas, settings.MESSY_STAGING_WAIT_TIMEOUT_MS)
+        try:
+            results = pipe.execute(raise_on_error=False)
+            error = next((r for r in results if isinstance(r, Exception)), None)
+            if isinstance(error, redis.exceptions.NoScriptError):
+                node.script_load(script.script)  # a promoted replica has no script cache
+                continue
+            if error is not None:
+                raise error
+        except _CLUSTER_RETRY:
+            if cluster is None or attempt == _CLUSTER_ATTEMPTS - 1:
+                raise
+            _topology_refresh(cluster)
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        if replicas and int(results[1]) < replicas:
+            raise NotReplicated(f"{results[1]} of {replicas} replicas confirmed the write")
+        return results[0]
+    raise redis.exceptions.ConnectionError("the script's slot has no reachable master")
 
 
 def redis_durability_problems(client: redis.Redis) -> list[str]:

@@ -122,6 +122,15 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6380/0")
 REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 2.0)
 # Namespaces every Redis key, so several deployments (or test runs) can share one server.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "messy")
+# REDIS_URL names one node of a Redis Cluster (cluster mode: database 0 only), not a single Redis.
+MESSY_REDIS_CLUSTER = env_bool("MESSY_REDIS_CLUSTER", False)
+# Stream shards the backlog is split into (messages.staging: each with its own hash tag, spread
+# over the slot space so a cluster's masters share them). Change it only with an empty backlog.
+MESSY_STAGING_SHARDS = max(1, env_int("MESSY_STAGING_SHARDS", 1))
+# Replicas that must hold a staged write before it is answered 202 (WAIT; 0: do not wait), and
+# how long to wait for them before answering 503 instead.
+MESSY_STAGING_WAIT_REPLICAS = env_int("MESSY_STAGING_WAIT_REPLICAS", 0)
+MESSY_STAGING_WAIT_TIMEOUT_MS = env_int("MESSY_STAGING_WAIT_TIMEOUT_MS", 1000)
 
 # --- Write path ----------------------------------------------------------------------------
 MESSY_FIELD_MAX_CHARS = env_int("MESSY_FIELD_MAX_CHARS", 64)
@@ -161,7 +170,6 @@ MESSY_SENT_AT_MAX_AGE_SECONDS = env_int("MESSY_SENT_AT_MAX_AGE_SECONDS", 7 * 24 
 
 # --- Drain -----------------------------------------------------------------------------------
 MESSY_DRAIN_BATCH_SIZE = env_int("MESSY_DRAIN_BATCH_SIZE", 5000)
-MESSY_DRAIN_PARALLELISM = env_int("MESSY_DRAIN_PARALLELISM", 4)
 MESSY_DRAIN_RUN_SECONDS = env_float("MESSY_DRAIN_RUN_SECONDS", 20.0)
 MESSY_DRAIN_SLOT_TTL = env_int("MESSY_DRAIN_SLOT_TTL", 30)
 MESSY_DRAIN_RECLAIM_IDLE_MS = env_int("MESSY_DRAIN_RECLAIM_IDLE_MS", 30_000)

@@ -230,8 +230,8 @@ def test_the_sweep_schedules_a_drain_only_when_something_is_staged_and_no_drain_
 
 def test_a_drain_that_finds_a_deep_backlog_starts_helpers_on_other_slots(settings):
     settings.MESSY_DRAIN_BATCH_SIZE = 5
-    settings.MESSY_DRAIN_PARALLELISM = 3
     settings.MESSY_DRAIN_RUN_SECONDS = 0.0001  # one batch, then hand over
+    staging.worker_heartbeat("host-a:1", 3)
     write_many(40)
     staging.redis_client().delete(staging.slot_key(1))
     before = broker_queue_length()
@@ -239,6 +239,44 @@ def test_a_drain_that_finds_a_deep_backlog_starts_helpers_on_other_slots(setting
     # one fan-out helper on slot 1, plus the hand-over of slot 0
     assert broker_queue_length() == before + 2
     assert staging.redis_client().exists(staging.slot_key(1))
+
+
+def deep_backlog_drained_once(settings) -> int:
+    """How many drains are in flight after a drain finds a deep backlog and fans out until no
+    slot is free (each helper's first batch runs the same fan-out)."""
+    settings.MESSY_DRAIN_BATCH_SIZE = 5
+    settings.MESSY_DRAIN_RUN_SECONDS = 0.0001
+    if not staging.backlog():
+        write_many(60)
+    for slot in range(10):
+        staging.slot_release(slot)
+    staging.slot_acquire(0, "test")
+    for _ in range(10):  # as the helpers would, each on its slot
+        for slot in range(10):
+            if staging.redis_client().get(staging.slot_key(slot)) in (b"fan-out", b"test"):
+                services._fan_out_if_behind(slot, 0, settings.MESSY_DRAIN_BATCH_SIZE)
+    return sum(bool(staging.redis_client().exists(staging.slot_key(slot))) for slot in range(10))
+
+
+def test_adding_ingest_worker_processes_raises_the_drains_in_flight_with_no_setting_changed(settings):
+    staging.worker_heartbeat("host-a:100", 2)
+    assert staging.drain_capacity() == 2
+    assert deep_backlog_drained_once(settings) == 2
+    # A new host with three pool processes starts: nothing else changes.
+    staging.worker_heartbeat("host-b:200", 3)
+    assert staging.drain_capacity() == 5
+    assert deep_backlog_drained_once(settings) == 5
+
+
+def test_a_worker_that_stops_or_dies_no_longer_counts_towards_the_drains(settings):
+    staging.worker_heartbeat("host-a:100", 2)
+    staging.worker_heartbeat("host-b:200", 3)
+    staging.worker_forget("host-a:100")
+    assert staging.drain_capacity() == 3
+    # host-b was killed with -9: its last word expires.
+    members = staging.redis_client().zrange(staging.workers_key(), 0, -1)
+    staging.redis_client().zadd(staging.workers_key(), dict.fromkeys(members, 1))
+    assert staging.drain_capacity() == 1  # never 0: the write path's slot always drains
 
 
 def test_the_drain_writes_with_copy_inside_one_transaction_per_batch(settings, django_assert_max_num_queries):

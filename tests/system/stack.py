@@ -229,9 +229,9 @@ def assert_stored_exactly_once(stack: Stack, accepted: list[str]) -> None:
     # Nothing is left staged. A drain deletes a batch's entries after its commit, on its Redis
     # thread, so the last deletion may land a moment after the last rows show.
     staging, deadline = stack.staging_redis(), time.monotonic() + 10
-    while staging.xlen(f"{KEY_PREFIX}:stream:messages") and time.monotonic() < deadline:
+    while staging.xlen(f"{KEY_PREFIX}:{{s0}}:stream") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert staging.xlen(f"{KEY_PREFIX}:stream:messages") == 0
+    assert staging.xlen(f"{KEY_PREFIX}:{{s0}}:stream") == 0
 
 
 def _messages(cursor, ids: set[str], most: int = 5) -> list[tuple]:

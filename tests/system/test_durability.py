@@ -13,7 +13,7 @@ from tests.system.stack import KEY_PREFIX, Stack, assert_stored_exactly_once, lo
 
 pytestmark = pytest.mark.system
 
-STREAM = f"{KEY_PREFIX}:stream:messages"
+STREAM = f"{KEY_PREFIX}:{{s0}}:stream"
 
 
 def staging_redis_start(stack: Stack, data_dir: Path, port: int, **settings: str) -> redis.Redis:

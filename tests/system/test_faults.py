@@ -13,7 +13,7 @@ pytestmark = pytest.mark.system
 def pending_in_consumers(stack) -> int:
     """Entries handed to a worker and not yet acknowledged: a batch in flight."""
     try:
-        summary = stack.staging_redis().xpending(f"{KEY_PREFIX}:stream:messages", "persisters")
+        summary = stack.staging_redis().xpending(f"{KEY_PREFIX}:{{s0}}:stream", "persisters")
     except Exception:
         return 0
     return summary["pending"]

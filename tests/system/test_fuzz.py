@@ -151,9 +151,9 @@ def test_the_workers_stored_every_fuzzed_write(fuzz: Target) -> None:
     assert accepted > 0, "the fuzzer never got a message accepted"
     staging = fuzz.stack.staging_redis()
     deadline = time.monotonic() + 60
-    while staging.xlen(f"{KEY_PREFIX}:stream:messages") and time.monotonic() < deadline:
+    while staging.xlen(f"{KEY_PREFIX}:{{s0}}:stream") and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert staging.xlen(f"{KEY_PREFIX}:stream:messages") == 0
+    assert staging.xlen(f"{KEY_PREFIX}:{{s0}}:stream") == 0
     with fuzz.stack.db() as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM message")
         (stored,) = cursor.fetchone() or (0,)
