@@ -163,8 +163,15 @@ def redis_durability_problems(client: redis.Redis) -> list[str]:
     append-only file off (a restart loses every staged message), a policy that evicts keys
     (Redis may drop the stream itself), or no memory bound (the host runs out of memory first).
 
-    Read from INFO, not CONFIG GET: managed Redis services refuse CONFIG. Raises redis errors.
+    Read from INFO, not CONFIG GET: managed Redis services refuse CONFIG. On a cluster, every
+    master is asked, and a problem names its master. Raises redis errors.
     """
+    if isinstance(client, RedisCluster):
+        return [
+            f"{node.name}: {problem}"
+            for node in client.get_primaries()
+            for problem in redis_durability_problems(client.get_redis_connection(node))
+        ]
     persistence = client.info("persistence")
     memory = client.info("memory")
     problems = []
@@ -191,16 +198,19 @@ def redis_durability_warn() -> list[str]:
     """Log, at ERROR, every durability problem of the staging Redis; return them. Called once
     when a web or worker process starts (project/wsgi.py, project/celery.py). Never raises: an
     unreachable Redis is logged and the process starts anyway (writes answer 503 meanwhile)."""
-    client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT, socket_connect_timeout=settings.REDIS_TIMEOUT
-    )
+    client: redis.Redis | RedisCluster | None = None
     try:
-        problems = redis_durability_problems(client)
+        # A cluster client connects at once, to learn the slots: inside the try.
+        client = (RedisCluster if settings.MESSY_REDIS_CLUSTER else redis.Redis).from_url(
+            settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT, socket_connect_timeout=settings.REDIS_TIMEOUT
+        )
+        problems = redis_durability_problems(cast(redis.Redis, client))
     except Exception as exc:
         logger.warning("could not check the staging Redis's durability at start (%s)", type(exc).__name__)
         return []
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     where = urlsplit(settings.REDIS_URL)  # host and port only: the URL may hold a password
     for problem in problems:
         logger.error(
