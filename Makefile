@@ -4,6 +4,8 @@
 #   make test   the whole test suite against real PostgreSQL, Redis, memcached and a local S3 server
 #   make lint   ruff (lint + format check) and mypy
 #   make bench  the benchmarks (not tests): accept rate, latency, batch rate, persist rate, publish time
+#   make test-cluster   only the multi-host test (network namespaces, root; make test runs it too)
+#   make bench-hosts    persist rate with 1, 2 and 3 worker hosts on that cluster (root)
 #   make manage CMD="..."   a management command with the settings in local.sh
 #   make lock   pin every dependency with hashes (requirements*.lock) after a change to requirements*.txt
 
@@ -12,6 +14,7 @@ PY := $(VENV)/bin/python
 TEST_PACKAGES := chromium
 
 .PHONY: run test lint format bench install lock services migrate manage clean
+.PHONY: test-cluster bench-hosts
 
 # requirements.txt (what the service runs on) and requirements-dev.txt (tests, tools) name the
 # direct dependencies; `make lock` resolves them (pip-tools) into requirements.lock and
@@ -60,6 +63,15 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+test-cluster: install
+	./scripts/services.sh
+	./scripts/test.sh tests/cluster/test_multihost.py $(PYTEST_ARGS)
+
+# BENCH_HOSTS_ARGS="--messages 200000 --profile --py-spy PATH" (bench/hosts.py says more).
+bench-hosts: install
+	./scripts/services.sh
+	$(PY) -m bench.hosts $(BENCH_HOSTS_ARGS)
 
 bench: migrate
 	./scripts/services.sh wrk hey
