@@ -11,7 +11,7 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
-TEST_PACKAGES := chromium
+TEST_PACKAGES := chromium pgbouncer
 
 .PHONY: run test lint format bench install lock services migrate manage clean
 .PHONY: test-cluster bench-hosts

@@ -233,10 +233,13 @@ def _sent_ms(payload: StagedPayload) -> str:
     return "" if sent_at is None else str(int(sent_at))
 
 
+# Dropped at commit, not kept for the session: behind a pooler in transaction mode the next
+# transaction may run on another server connection, and a table kept there would meet another
+# client's (or an older release's) transactions.
 _CREATE_INCOMING = """
 CREATE TEMP TABLE IF NOT EXISTS messy_incoming (
     id uuid, username text, city text, state text, message text, accepted_ms bigint, sent_ms bigint
-) ON COMMIT DELETE ROWS
+) ON COMMIT DROP
 """
 
 _COPY_INCOMING = (

@@ -64,6 +64,16 @@ TEMPLATES = [
     },
 ]
 
+# Behind a pooler in transaction mode (PgBouncer's pool_mode = transaction) each transaction may
+# run on another server connection, so nothing may outlive a transaction on the server: no
+# WITH HOLD cursors (Django's .iterator() outside a transaction declares one: off), and no
+# startup options (PgBouncer refuses the "options" parameter; set statement_timeout on the role
+# or database instead, see README). The code keeps no other session state (tests/system/test_pgbouncer.py).
+POSTGRES_TRANSACTION_POOLING = env_bool("POSTGRES_TRANSACTION_POOLING", False)
+_POSTGRES_STARTUP_OPTIONS = {
+    # Statement timeout bounds every query so a stuck lock surfaces as an error.
+    "options": f"-c statement_timeout={env_int('POSTGRES_STATEMENT_TIMEOUT_MS', 60000)}",
+}
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -72,13 +82,14 @@ DATABASES = {
         "PASSWORD": env_str("POSTGRES_PASSWORD", ""),
         "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
         "PORT": env_str("POSTGRES_PORT", "5432"),
-        # Persistent connections: web and worker processes reuse one connection each.
+        # Persistent connections: web and worker processes reuse one connection each (to the
+        # pooler, when there is one: it hands out server connections per transaction).
         "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 60),
         "CONN_HEALTH_CHECKS": True,
+        "DISABLE_SERVER_SIDE_CURSORS": POSTGRES_TRANSACTION_POOLING,
         "OPTIONS": {
             "connect_timeout": env_int("POSTGRES_CONNECT_TIMEOUT", 5),
-            # Statement timeout bounds every query so a stuck lock surfaces as an error.
-            "options": f"-c statement_timeout={env_int('POSTGRES_STATEMENT_TIMEOUT_MS', 60000)}",
+            **({} if POSTGRES_TRANSACTION_POOLING else _POSTGRES_STARTUP_OPTIONS),
         },
     }
 }

@@ -3,7 +3,7 @@
 # memcached and nginx (installed through apt when missing), PostgreSQL (started if stopped),
 # and the database. Messy's own Redis servers are not system services: scripts/redis.sh runs
 # them with the project's configuration (make run, make test).
-# Extra Debian packages to install can be named as arguments (the tests need chromium).
+# Extra Debian packages to install can be named as arguments (the tests need chromium and pgbouncer).
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -18,6 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "services: installing ${missing[*]} (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The tests start PgBouncer themselves, with their own configuration: not the package's service.
+    if [[ " ${missing[*]} " == *" pgbouncer "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! port_open 11211; then

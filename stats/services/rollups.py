@@ -6,8 +6,9 @@ The contract with a caller that inserts or deletes messages, inside its own tran
 2. fill ROLLUPS_ADDED_TABLE (ROLLUPS_REMOVED_TABLE) with (username, city, state, accepted_at)
    of the rows really inserted (deleted), e.g. from INSERT ... RETURNING;
 3. rollups_add(cursor) (rollups_subtract(cursor)).
-The temp tables empty themselves at commit. A caller that knows every row it copied was
-inserted may skip the temp table: rollups_add(cursor, source) reads any relation with those
+The temp tables are dropped at commit: nothing outlives a transaction on a server connection that
+a pooler (PgBouncer in transaction mode) hands to another client next. A caller that knows every
+row it copied was inserted may skip the temp table: rollups_add(cursor, source) reads any relation with those
 columns (a parenthesised, aliased subquery of its own temp table). Lock order: the caller's message rows first, then
 the rollups, as rollups_fix expects.
 """
@@ -25,17 +26,17 @@ ROLLUPS_REMOVED_TABLE = "messy_deleted"
 _CREATE_CHANGED = """
 CREATE TEMP TABLE IF NOT EXISTS {table} (
     username text, city text, state text, accepted_at timestamptz
-) ON COMMIT DELETE ROWS
+) ON COMMIT DROP
 """
 
 
 def rollups_added_table_create(cursor: Any) -> None:
-    """Create ROLLUPS_ADDED_TABLE for this session if it is missing (one cheap statement)."""
+    """Create ROLLUPS_ADDED_TABLE for this transaction if it is missing (one cheap statement)."""
     cursor.execute(_CREATE_CHANGED.format(table=ROLLUPS_ADDED_TABLE))
 
 
 def rollups_removed_table_create(cursor: Any) -> None:
-    """Create ROLLUPS_REMOVED_TABLE for this session if it is missing (one cheap statement)."""
+    """Create ROLLUPS_REMOVED_TABLE for this transaction if it is missing (one cheap statement)."""
     cursor.execute(_CREATE_CHANGED.format(table=ROLLUPS_REMOVED_TABLE))
 
 
