@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make test: pytest against Messy's own Redis servers (deploy/redis.conf: append-only file on,
-# noeviction), started fresh for this run in var/redis-test and stopped afterwards, so the
+# noeviction), started fresh for this run in var/redis-test-<port> and stopped afterwards, so the
 # run leaves nothing behind. Arguments go to pytest (scripts/test.sh tests/messages -x).
 set -euo pipefail
 export MESSY_NO_LOCAL_SH=1  # the tests bring their own settings (project/settings_test.py)
@@ -10,7 +10,9 @@ export DJANGO_SETTINGS_MODULE=project.settings_test
 
 export MESSY_TEST_REDIS_STAGING="${MESSY_TEST_REDIS_STAGING:-redis://127.0.0.1:6390}"
 export MESSY_TEST_REDIS_BROKER="${MESSY_TEST_REDIS_BROKER:-redis://127.0.0.1:6391}"
-redis_pair_start "$MESSY_ROOT/var/redis-test" "$MESSY_TEST_REDIS_STAGING" "$MESSY_TEST_REDIS_BROKER"
+# A folder per port pair: two runs at once (on other ports) never wipe each other's data.
+redis_pair_start "$MESSY_ROOT/var/redis-test-${MESSY_TEST_REDIS_STAGING##*:}" \
+    "$MESSY_TEST_REDIS_STAGING" "$MESSY_TEST_REDIS_BROKER"
 
 # The front door serves the collected static files (the admin's, the API docs'); its tests look.
 python manage.py collectstatic --noinput -v 0
