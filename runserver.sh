@@ -3,12 +3,23 @@
 # door (scripts/front.sh, nginx), which buffers whole requests so that slow clients never hold
 # a sync worker. Do not expose it directly: the front door also bounds request lines (64 KB,
 # room for a GET write's query string), so gunicorn's own 4 KB limit is lifted.
-#   ./runserver.sh         production server, WEB_PROCESSES processes on MESSY_BIND
+#   ./runserver.sh         production server, WEB_PROCESSES processes on MESSY_BIND, and on the
+#                          Unix socket MESSY_SOCKET, where the front door on this host reaches it
 #   ./runserver.sh --dev   Django's autoreloading development server instead
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
 
 bind="${MESSY_BIND:-127.0.0.1:8001}"
+# The front door on the same host connects through a Unix socket: a sync worker answers one
+# request a connection, and a new connection on a Unix socket costs far less than a TCP one
+# (no handshake, no TIME_WAIT). MESSY_BIND stays for front doors on other hosts and for tools.
+socket="${MESSY_SOCKET:-var/run/web.sock}"
+binds=(--bind "$bind")
+if [ "$socket" != off ]; then
+    [[ "$socket" = /* ]] || socket="$MESSY_ROOT/$socket"
+    mkdir -p "$(dirname "$socket")"
+    binds+=(--bind "unix:$socket")
+fi
 if [ "${1:-}" = "--dev" ]; then
     exec python manage.py runserver "$bind"
 fi
@@ -21,7 +32,7 @@ if [ "${WEB_ACCESS_LOG:--}" != off ]; then
         --access-logformat '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s" %({x-request-id}i)s')
 fi
 exec gunicorn project.wsgi:application \
-    --bind "$bind" \
+    "${binds[@]}" \
     --workers "${WEB_PROCESSES:-$(( $(nproc) * 2 ))}" \
     --worker-class sync \
     --timeout "${WEB_TIMEOUT:-30}" \

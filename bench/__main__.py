@@ -187,14 +187,16 @@ def _scratch_dir(prefix: str) -> str:
 
 
 def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: int, body: str, seconds: int) -> None:
-    """The accept rate through the front door (scripts/front.sh: nginx, as make run starts it)
-    and straight to the same gunicorn, one after the other. The per-address limit is lifted:
-    all of the benchmark's load comes from one address."""
+    """The accept rate through the front door (scripts/front.sh: nginx, as make run starts it,
+    reaching gunicorn through its Unix socket) and straight to the same gunicorn over TCP, one
+    after the other. The per-address limit is lifted: all of the benchmark's load comes from
+    one address."""
     port = free_port()
     processes.front(
         port,
         web_port,
         Path(_scratch_dir("messy-bench-front-")),
+        through_socket=processes.sockets["web"],
         FRONT_RATE_PER_IP="10000000",
         FRONT_BURST_PER_IP="10000000",
     )

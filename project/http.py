@@ -90,7 +90,9 @@ def client_ip(meta: Mapping[str, Any]) -> str:
     remote = meta.get("REMOTE_ADDR", "")
     trusted = _trusted_proxies
     if trusted is None:
-        trusted = _trusted_proxies = frozenset(settings.MESSY_TRUSTED_PROXIES)
+        # "": a peer on gunicorn's Unix socket (runserver.sh's MESSY_SOCKET), which only a
+        # process on this host can reach: the front door, trusted as loopback is.
+        trusted = _trusted_proxies = frozenset([*settings.MESSY_TRUSTED_PROXIES, ""])
     if remote not in trusted:
         return remote
     forwarded = meta.get("HTTP_X_FORWARDED_FOR")

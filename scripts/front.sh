@@ -2,7 +2,8 @@
 # The front door: nginx (Debian's package) in front of runserver.sh, in the foreground.
 # Renders deploy/nginx.conf.template with the settings below into FRONT_RUN_DIR and runs it.
 #   FRONT_BIND        where clients connect (default 127.0.0.1:8000)
-#   FRONT_UPSTREAMS   comma-separated web servers (default MESSY_BIND, 127.0.0.1:8001)
+#   FRONT_UPSTREAMS   comma-separated web servers, host:port or unix:/path (default: the Unix
+#                     socket of runserver.sh on this host, MESSY_SOCKET)
 #   FLOWER_PORT       Flower on this host (scripts/flower.sh), served to staff at /flower/
 # Body limits follow the application's own settings, so the proxy never refuses what the
 # application would take, nor passes on what it would refuse anyway.
@@ -17,7 +18,11 @@ if [ "$(id -u)" = 0 ]; then
     user_line="user nobody nogroup;"
 fi
 upstream_servers=""
-IFS=',' read -ra upstreams <<< "${FRONT_UPSTREAMS:-${MESSY_BIND:-127.0.0.1:8001}}"
+socket="${MESSY_SOCKET:-var/run/web.sock}"
+[[ "$socket" = /* ]] || socket="$MESSY_ROOT/$socket"
+default_upstream="unix:$socket"
+[ "${MESSY_SOCKET:-}" = off ] && default_upstream="${MESSY_BIND:-127.0.0.1:8001}"
+IFS=',' read -ra upstreams <<< "${FRONT_UPSTREAMS:-$default_upstream}"
 for upstream in "${upstreams[@]}"; do
     upstream_servers+="        server ${upstream} max_fails=1 fail_timeout=5s;"$'\n'
 done

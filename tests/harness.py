@@ -328,6 +328,9 @@ class ProcessGroup:
         self.env = env
         self.logs = logs
         self.processes: dict[str, Process] = {}
+        # Each web server's Unix socket (runserver.sh's MESSY_SOCKET), where a front door
+        # started with through_socket reaches it, as make run's does.
+        self.sockets: dict[str, Path] = {}
 
     def start(self, name: str, args: list[str], **extra_env: str) -> Process:
         assert name not in self.processes, f"{name} is started already"
@@ -337,7 +340,13 @@ class ProcessGroup:
         return process
 
     def web(self, port: int, processes: int = 2, name: str = "web", **extra_env: str) -> Process:
-        """./runserver.sh (gunicorn) on 127.0.0.1:port, once it listens."""
+        """./runserver.sh (gunicorn) on 127.0.0.1:port and on a Unix socket of its own
+        (self.sockets[name]), once it listens."""
+        if "MESSY_SOCKET" not in extra_env:
+            folder = Path(tempfile.mkdtemp(prefix="messy-web-"))
+            folder.chmod(0o755)  # nginx's workers (nobody) connect to the socket in it
+            self.sockets[name] = folder / "web.sock"
+            extra_env["MESSY_SOCKET"] = str(self.sockets[name])
         process = self.start(
             name, ["./runserver.sh"], MESSY_BIND=f"127.0.0.1:{port}", WEB_PROCESSES=str(processes), **extra_env
         )
@@ -357,10 +366,19 @@ class ProcessGroup:
     def beat(self, name: str = "beat", **extra_env: str) -> Process:
         return self.start(name, ["./runbeat.sh"], **extra_env)
 
-    def front(self, port: int, upstream_port: int, run_dir: Path, name: str = "front", **extra_env: str) -> Process:
+    def front(
+        self,
+        port: int,
+        upstream_port: int,
+        run_dir: Path,
+        name: str = "front",
+        through_socket: Path | None = None,
+        **extra_env: str,
+    ) -> Process:
         """./scripts/front.sh (nginx) on 127.0.0.1:port in front of the web server on
-        upstream_port, keeping its config and temporary files in run_dir, once it listens.
-        Access log off unless extra_env sets FRONT_ACCESS_LOG."""
+        upstream_port, or on its Unix socket `through_socket` (as make run connects them),
+        keeping its config and temporary files in run_dir, once it listens. Access log off
+        unless extra_env sets FRONT_ACCESS_LOG."""
         run_dir.mkdir(parents=True, exist_ok=True)
         run_dir.chmod(0o755)  # nginx's workers (nobody) keep request bodies in folders there
         env = {"FRONT_ACCESS_LOG": "off", **extra_env}
@@ -368,7 +386,7 @@ class ProcessGroup:
             name,
             ["./scripts/front.sh"],
             FRONT_BIND=f"127.0.0.1:{port}",
-            FRONT_UPSTREAMS=f"127.0.0.1:{upstream_port}",
+            FRONT_UPSTREAMS=f"unix:{through_socket}" if through_socket else f"127.0.0.1:{upstream_port}",
             FRONT_RUN_DIR=str(run_dir),
             **env,
         )
@@ -396,6 +414,9 @@ class ProcessGroup:
         while self.processes:
             _, process = self.processes.popitem()
             process.stop()
+        while self.sockets:
+            _, socket_path = self.sockets.popitem()
+            shutil.rmtree(socket_path.parent, ignore_errors=True)
 
 
 # --- the local S3 server -------------------------------------------------------------------------

@@ -29,6 +29,11 @@ def test_behind_the_front_door_the_client_is_the_address_it_forwarded():
     assert client_ip(request("::1", "2001:db8::7")) == "2001:db8::7"
 
 
+def test_through_the_unix_socket_the_client_is_the_address_the_front_door_forwarded():
+    # gunicorn gives a peer on its Unix socket (make run's front door) no address at all.
+    assert client_ip(request("", "198.51.100.1, 203.0.113.7")) == "203.0.113.7"
+
+
 def test_addresses_a_client_put_in_the_header_itself_are_ignored():
     # The client sent "X-Forwarded-For: 198.51.100.1"; a proxy that appends gave us both.
     assert client_ip(request(FRONT, "198.51.100.1, 203.0.113.7")) == "203.0.113.7"

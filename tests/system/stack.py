@@ -62,9 +62,11 @@ class Stack(ProcessGroup):
         wait_for_port(self.flower_port, timeout=30)
 
     def start_front(self, name: str = "front", **extra_env: str) -> str:
-        """The front door (./scripts/front.sh: nginx) in front of the web port; returns its URL."""
+        """The front door (./scripts/front.sh: nginx) in front of the web server, through its Unix
+        socket as make run connects them; returns its URL."""
         self.front_port = free_port()
-        self.front(self.front_port, self.web_port, Path(tempfile.mkdtemp(prefix="messy-front-")), name, **extra_env)
+        run_dir = Path(tempfile.mkdtemp(prefix="messy-front-"))
+        self.front(self.front_port, self.web_port, run_dir, name, through_socket=self.sockets.get("web"), **extra_env)
         return f"http://127.0.0.1:{self.front_port}"
 
     # --- client side ---------------------------------------------------------------------
