@@ -6,6 +6,7 @@
 #   make bench  the benchmarks (not tests): accept rate, latency, batch rate, persist rate, publish time
 #   make test-cluster   only the multi-host test (network namespaces, root; make test runs it too)
 #   make bench-hosts    persist rate with 1, 2 and 3 worker hosts on that cluster (root)
+#   make loadtest  Locust against make run (LOADTEST_SECONDS, LOADTEST_USERS): rates, p50/p99, failures
 #   make manage CMD="..."   a management command with the settings in local.sh
 #   make lock   pin every dependency with hashes (requirements*.lock) after a change to requirements*.txt
 
@@ -13,7 +14,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TEST_PACKAGES := chromium pgbouncer
 
-.PHONY: run test lint format bench install lock services migrate manage clean
+.PHONY: run test lint format bench loadtest install lock services migrate manage clean
 .PHONY: test-cluster bench-hosts
 
 # requirements.txt (what the service runs on) and requirements-dev.txt (tests, tools) name the
@@ -76,6 +77,16 @@ bench-hosts: install
 bench: migrate
 	./scripts/services.sh wrk hey
 	./scripts/bench.sh $(BENCH_ARGS)
+
+# Locust (loadtest/locustfile.py), headless, against a running `make run` (its front door):
+# LOADTEST_USERS clients of about 10 requests a second each, for LOADTEST_SECONDS, then the
+# summary (requests, failures and their reasons, rates, percentiles). Exit status 1 on any failure.
+LOADTEST_HOST ?= http://127.0.0.1:8000
+LOADTEST_SECONDS ?= 60
+LOADTEST_USERS ?= 50
+loadtest: install
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --only-summary --host $(LOADTEST_HOST) \
+		--users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_USERS) --run-time $(LOADTEST_SECONDS)s --stop-timeout 5
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
