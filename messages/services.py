@@ -464,6 +464,7 @@ def _fan_out_if_behind(slot: int, shard: int, batch_len: int) -> None:
 def messages_sweep() -> bool:
     """Periodic safety net: make sure a drain runs on every shard where anything is staged
     (after a lost task, a dead worker, or a broker outage). Returns whether it scheduled one."""
+    staging.legacy_stream_adopt()
     staging.consumers_prune()
     scheduled = False
     for shard in range(len(staging.shards())):

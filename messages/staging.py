@@ -659,6 +659,34 @@ def drain_capacity() -> int:
     return max(1, sum(int(member.rpartition(b"=")[2] or 0) for member in live))
 
 
+def legacy_stream_adopt(page: int = 1000) -> int:
+    """Move what a version before shards left in its stream (<prefix>:stream:messages) onto
+    shard 0's stream, then drop the old stream; return how many entries moved. The sweep calls
+    it, so an upgrade with a backlog staged loses nothing. Each page is added to the new stream
+    before it is deleted from the old one: a crash in between leaves it in both, and the insert
+    (idempotent on the message id) stores it once; an entry an old drain still holds is stored
+    once the same way. Refused by a full Redis: left for the next sweep."""
+    client = redis_client()
+    legacy = key("stream", "messages")
+    moved = 0
+    while entries := client.xrange(legacy, min="-", max="+", count=page):
+        pipe = client.pipeline(transaction=False)
+        for _, fields in entries:
+            if b"m" in fields:
+                pipe.xadd(stream_key(), {"m": fields[b"m"]})
+        try:
+            pipe.execute()
+        except redis.exceptions.OutOfMemoryError:
+            _best_effort_failed("moving the entries of the stream before shards")
+            return moved
+        client.xdel(legacy, *[entry_id for entry_id, _ in entries])
+        moved += len(entries)
+    if moved or client.exists(legacy):
+        client.delete(legacy)  # empty now: its consumer group goes with it
+        logger.warning("moved %d staged entries from the stream before shards to shard 0", moved)
+    return moved
+
+
 def metrics_snapshot() -> dict[str, int]:
     """The counters of every shard, summed (the drain lag: the largest)."""
     total: dict[str, int] = {}

@@ -12,7 +12,7 @@ from django.core.cache import caches
 from django.test import Client
 from redis.crc import key_slot
 
-from messages import services, staging
+from messages import ids, services, staging
 from messages.models import Message
 from messages.validation import MessageInput
 from stats.selectors import rollups_differences
@@ -83,11 +83,11 @@ def test_a_client_always_reaches_the_same_shard_and_clients_spread_over_all(thre
 
 
 def test_writes_land_in_their_client_s_shard_and_every_shard_drains_exactly_once(three_shards):
-    ids = []
+    accepted = []
     for address in addresses(30):
         response = write_from(address)
         assert response.status_code == 202
-        ids.append(response.json()["id"])
+        accepted.append(response.json()["id"])
     lengths = shard_lengths()
     assert sum(lengths) == 30 and all(lengths)
     expected = [sum(staging.shard_of(a) == s for a in addresses(30)) for s in range(3)]
@@ -100,7 +100,7 @@ def test_writes_land_in_their_client_s_shard_and_every_shard_drains_exactly_once
     stored = sum(services.messages_drain(0, shard).stored for shard in range(3))
 
     assert stored == 30
-    assert sorted(map(str, Message.objects.values_list("id", flat=True))) == sorted(ids)
+    assert sorted(map(str, Message.objects.values_list("id", flat=True))) == sorted(accepted)
     assert staging.backlog() == 0
     assert staging.metrics_snapshot()["stored"] == 30
     assert rollups_differences() == []
@@ -189,3 +189,30 @@ def test_a_dead_letter_from_any_shard_goes_to_the_one_dead_letter_stream(three_s
     assert letter.payload == b"{not json"
     assert Message.objects.filter(pk=message_id).exists()
     assert staging.metrics_snapshot()["dead_lettered"] == 1
+
+
+def test_the_sweep_moves_a_backlog_left_by_the_version_before_shards_and_it_is_stored_once():
+    legacy = f"{django_settings.REDIS_KEY_PREFIX}:stream:messages"
+    client = staging.redis_client()
+    payloads = [
+        {
+            "id": ids.message_id_text(),
+            "username": "old",
+            "city": "c",
+            "state": "s",
+            "message": f"m{i}",
+            "accepted_at": 1,
+        }
+        for i in range(1500)
+    ]
+    for payload in payloads:
+        client.xadd(legacy, {"m": json.dumps(payload)})
+    client.xgroup_create(legacy, staging.CONSUMER_GROUP, id="0")
+
+    assert services.messages_sweep() is True
+
+    assert not client.exists(legacy)
+    assert staging.backlog() == 1500
+    assert services.messages_drain(0).stored == 1500
+    assert Message.objects.filter(username="old").count() == 1500
+    assert services.messages_sweep() is False
