@@ -22,6 +22,7 @@ from messages.ids import client_message_id, message_id_from
 from messages.staging import StagedPayload
 from messages.validation import MessageInput
 from project.celery import task_publish
+from project.errors import TRANSIENT_ERRORS
 from project.logs import log_bound
 from stats.services.rollups import (
     ROLLUPS_ADDED_TABLE,
@@ -465,13 +466,17 @@ def messages_sweep() -> bool:
     """Periodic safety net: make sure a drain runs on every shard where anything is staged
     (after a lost task, a dead worker, or a broker outage). Returns whether it scheduled one."""
     staging.legacy_stream_adopt()
-    staging.consumers_prune()
     scheduled = False
+    # Shard by shard: on a cluster one master failing over must not stop the others' sweep.
     for shard in range(len(staging.shards())):
-        staging.group_ensure(shard)
-        if staging.backlog(shard) and staging.slot_acquire(0, "sweep", if_full=True, shard=shard):
-            drain_schedule(0, shard)
-            scheduled = True
+        try:
+            staging.group_ensure(shard)
+            if staging.backlog(shard) and staging.slot_acquire(0, "sweep", if_full=True, shard=shard):
+                drain_schedule(0, shard)
+                scheduled = True
+        except TRANSIENT_ERRORS as exc:
+            logger.warning("sweep: shard %d unreachable (%s); the next sweep tries again", shard, type(exc).__name__)
+    staging.consumers_prune()
     return scheduled
 
 
