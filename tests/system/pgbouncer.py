@@ -3,6 +3,7 @@ machine's PostgreSQL, as an operator would put it in front of Messy: any databas
 authentication, a small pool, so that the transactions of every Messy process take turns on a
 few server connections."""
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,7 +53,9 @@ admin_users = postgres
         )
 
     def command(self) -> list[str]:
-        return ["pgbouncer", "-u", "nobody", str(self.config)]
+        # Debian installs it in /usr/sbin, which a non-login PATH may lack.
+        binary = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin") or "pgbouncer"
+        return [binary, "-u", "nobody", str(self.config)]
 
     def connect(self, database: str) -> psycopg2.extensions.connection:
         """A client connection through the pooler (not in autocommit: each transaction holds a
