@@ -89,8 +89,12 @@ CONSUMER_GROUP = "persisters"
 # The quota is a token bucket per client (messages.clients.quota_subject): `burst` tokens, refilled
 # at `rate` a second, one spent per accepted message, read and written as one small string
 # "<tokens> <unix ms>" that expires once it would have refilled anyway (an idle client costs
-# nothing). Time is Redis's own (TIME), so the web hosts' clocks do not matter. A refused request
-# (quota, backlog, OOM) spends nothing.
+# nothing). A refused request (quota, backlog, OOM) spends nothing. Time is the web host's, the
+# request's millisecond (entry_ms): TIME inside the script cost Redis as much as all the rest of
+# the bucket's work. The stamp kept is the latest either host has written, so a host whose clock
+# is behind refills nothing until its clock passes it: clock skew between web hosts can only make
+# a client wait longer, by at most the skew (NTP keeps it to milliseconds), never let it through
+# faster.
 #
 # Entries are added at the millisecond of their message ids (`<ms>-*`; a request's ids share
 # one millisecond), so a status read finds a staged message from its id alone (entry_find). If
@@ -120,15 +124,16 @@ if idem_record ~= "" then
   if existing then return {"replay", existing} end
 end
 local count = #ARGV - first_payload + 1
-local tokens, now_ms = 0, 0
+local tokens, stamp_ms = 0, 0
 if rate > 0 then
-  local now = redis.call("TIME")
-  now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  tokens = burst
+  local now_ms = tonumber(entry_ms)
+  tokens, stamp_ms = burst, now_ms
   local state = redis.call("GET", bucket)
   if state then
     local level, at = string.match(state, "^(%S+) (%S+)$")
-    tokens = math.min(burst, tonumber(level) + math.max(0, now_ms - tonumber(at)) * rate / 1000)
+    at = tonumber(at)
+    tokens = math.min(burst, tonumber(level) + math.max(0, now_ms - at) * rate / 1000)
+    stamp_ms = math.max(now_ms, at)
   end
   if tokens < count then
     local wait = math.ceil((math.min(count, burst) - tokens) / rate)
@@ -147,7 +152,7 @@ local remaining, reset = "", ""
 if rate > 0 then
   tokens = tokens - count
   local full_ms = math.ceil((burst - tokens) * 1000 / rate)
-  local spent = redis.pcall("SET", bucket, tostring(tokens) .. " " .. now_ms, "PX", full_ms + 1000)
+  local spent = redis.pcall("SET", bucket, tostring(tokens) .. " " .. stamp_ms, "PX", full_ms + 1000)
   if type(spent) == "table" and spent.err then
     if string.sub(spent.err, 1, 3) == "OOM" then return {"oom", "0"} end
     return redis.error_reply(spent.err)

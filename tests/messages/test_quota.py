@@ -60,6 +60,23 @@ def test_the_bucket_refills_over_time(quota, write_client):
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
 
 
+def test_a_web_host_whose_clock_is_behind_refills_nothing_until_it_passes_the_stamp():
+    """The bucket runs on the web hosts' clocks (the request's millisecond): a host behind the
+    one that wrote last must not count the difference as time passed, nor move the stamp back."""
+    now_ms = int(time.time() * 1000)
+    payload = json.dumps({**GOOD, "id": "x", "accepted_at": now_ms})
+
+    def stage(at_ms: int) -> staging.StageOutcome:
+        return staging.stage([payload], at_ms, quota_subject="skewed", quota_rate=10, quota_burst=2)
+
+    assert [stage(now_ms).result, stage(now_ms).result] == ["staged", "staged"]  # the burst, spent
+    assert stage(now_ms - 5_000).result == "quota"  # 5 s behind: not 50 tokens' worth of refill
+    assert stage(now_ms + 200).result == "staged"  # 200 ms on: two tokens, one spent
+    assert stage(now_ms - 5_000).result == "staged"  # the last token, spent by the host behind...
+    # ...which kept the stamp at +200 ms: 100 ms later holds one token, not a full bucket.
+    assert [stage(now_ms + 300).result, stage(now_ms + 300).result] == ["staged", "quota"]
+
+
 def test_a_batch_spends_one_token_per_accepted_message(quota, write_client):
     quota(rate=0.01, burst=5)
     client = write_client()
