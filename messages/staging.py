@@ -834,10 +834,17 @@ def copy_key(message_id: str) -> str:
 def copies_store(payloads: Sequence[StagedPayload], documents: Sequence[bytes]) -> None:
     """Store the copies of staged payloads (documents: the same payloads, JSON-encoded)."""
     copies = caches["staged"]
+    # Straight to the cache backend's own pymemcache client (what its set() calls), with keys
+    # made as it makes them: its set() would first check each key for characters memcached
+    # refuses, one character at a time in Python, on every write, and these keys are ours (a
+    # prefix and a UUID). Noreply: nothing waits for memcached.
+    client: Any = copies._cache  # type: ignore[attr-defined]
+    expire = copies.get_backend_timeout()
     if len(payloads) == 1:
-        copies.set(copy_key(payloads[0]["id"]), documents[0])
+        client.set(copies.make_key(copy_key(payloads[0]["id"])), documents[0], expire, noreply=True)
     else:
-        copies.set_many({copy_key(p["id"]): document for p, document in zip(payloads, documents, strict=True)})
+        keyed = {copies.make_key(copy_key(p["id"])): document for p, document in zip(payloads, documents, strict=True)}
+        client.set_many(keyed, expire, noreply=True)
 
 
 def copy_exists(message_id: str) -> bool:
