@@ -92,11 +92,13 @@ def _streams(cluster: Cluster) -> list[bytes]:
 
 
 def _host_cpu_seconds(host: Host) -> float:
+    """CPU time of the host's processes, with that of their children that have exited (a
+    PostgreSQL backend whose client went away is counted in its postmaster's)."""
     total = 0
     for pid in host.pids():
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(n) for n in fields[11:15])  # utime, stime, cutime, cstime
     return total / CLOCK_TICKS
 
 
@@ -171,7 +173,18 @@ class Sampler(threading.Thread):
 def _profile(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     """py-spy on the worker's main process and its pool processes, idle time included."""
     duration = str(max(1, round(seconds)))
-    options = ["--subprocesses", "--idle", "--rate", "250", "--duration", duration, "--format", "raw", "--nonblocking"]
+    options = [
+        "--subprocesses",
+        "--idle",
+        "--threads",
+        "--rate",
+        "250",
+        "--duration",
+        duration,
+        "--format",
+        "raw",
+        "--nonblocking",
+    ]
     return subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), *options, "--output", str(out)],
         stdout=subprocess.DEVNULL,
@@ -180,6 +193,19 @@ def _profile(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Pop
 
 
 PROJECT_FRAME = ("(messages/", "(stats/", "(project/")
+LEAF_KINDS = (
+    ("in a PostgreSQL call (waiting for the server, or psycopg2)", ("django/db/", "psycopg2")),
+    ("in a Redis call (waiting for the server, or redis-py)", ("redis/",)),
+    ("waiting for the drain's other thread", ("threading.py", "concurrent/futures")),
+    ("importing (a process's first task)", ("importlib", "<module>")),
+)
+
+
+def _kind(leaf: str) -> str:
+    for kind, markers in LEAF_KINDS:
+        if any(marker in leaf for marker in markers):
+            return kind
+    return "Python in the worker (decoding, building rows, Celery)"
 
 
 def profile_summary(raws: list[Path], top: int = 15) -> str:
@@ -188,6 +214,7 @@ def profile_summary(raws: list[Path], top: int = 15) -> str:
     nearest to the leaf: what our code was doing, or waiting for."""
     leaves: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
+    kinds: collections.Counter[str] = collections.Counter()
     total = 0
     for raw in raws:
         for line in raw.read_text().splitlines():
@@ -201,9 +228,15 @@ def profile_summary(raws: list[Path], top: int = 15) -> str:
             total += count
             leaves[frames[-1]] += count
             ours[project[-1]] += count
+            # The drain's own thread stores (PostgreSQL); its helper thread reads the next batch
+            # and acknowledges the last (Redis) meanwhile.
+            thread = "helper thread" if any("Thread.run" in frame for frame in frames) else "drain thread"
+            kinds[f"{thread}: {_kind(frames[-1])}"] += count
     if not total:
         return "no samples in drain code (did py-spy run? it needs root and --py-spy PATH)"
-    lines = [f"{total} samples of drain threads (idle included); by leaf frame:"]
+    lines = [f"{total} samples of the drains' two threads (idle included); by thread and kind:"]
+    lines += [f"  {n / total:6.1%}  {kind}" for kind, n in sorted(kinds.items())]
+    lines += ["by leaf frame:"]
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in leaves.most_common(top)]
     lines += ["by the project frame nearest the leaf:"]
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in ours.most_common(top)]
