@@ -18,7 +18,7 @@ run's folder. py-spy is not a dependency of the project: install it where you li
 (`python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy`) and pass --py-spy PATH.
 
 Root only (network namespaces). Run: `make bench-hosts` or
-`.venv/bin/python -m bench.hosts [--messages 200000] [--hosts 1,2,3] [--profile --py-spy PATH]`.
+`.venv/bin/python -m bench.hosts [--messages 200000] [--hosts 1,2,3] [--rounds 2] [--profile --py-spy PATH]`.
 Prints figures; nothing passes or fails."""
 
 import argparse
@@ -26,6 +26,7 @@ import collections
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -282,6 +283,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--hosts", default="1,2,3", help="numbers of worker hosts, at most 3")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="processes per worker host")
+    parser.add_argument("--rounds", type=int, default=2, help="times each count of hosts is measured")
     parser.add_argument("--profile", action="store_true", help="py-spy on worker1 during the run with most hosts")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     parser.add_argument("--stage", type=int, help=argparse.SUPPRESS)
@@ -300,9 +302,12 @@ def main() -> None:
         for name in TEST_TUNING:
             cluster.env.pop(name, None)
         drain_settings = {k: v for k, v in sorted(cluster.env.items()) if k.startswith("MESSY_DRAIN")}
-        for hosts in counts:
-            runs.append(measure(cluster, hosts, args.messages, args.concurrency))
-            print(f"{hosts} worker host(s): {runs[-1].rate:,.0f} messages/s", flush=True)
+        # Rounds in alternating order (1, 2, 3, 3, 2, 1, ...): load that drifts on a shared
+        # machine then weighs on every count alike.
+        for round_ in range(args.rounds):
+            for hosts in counts if round_ % 2 == 0 else counts[::-1]:
+                runs.append(measure(cluster, hosts, args.messages, args.concurrency))
+                print(f"{hosts} worker host(s): {runs[-1].rate:,.0f} messages/s", flush=True)
         if args.profile:
             # A run of its own: the profiler stops the processes it samples, which slows them.
             profiled = measure(cluster, max(counts), args.messages, args.concurrency, args.py_spy)
@@ -310,19 +315,23 @@ def main() -> None:
     print(f"persist rate of {args.messages:,} staged messages, {args.concurrency} processes per worker host,")
     print(f"{os.cpu_count()} cores on this machine; drain settings: {drain_settings or 'defaults'}")
     print(
-        "| worker hosts | messages/s | vs 1 host | most / mean drains holding a batch "
+        "| worker hosts | messages/s | vs 1 host (mean) | most / mean drains holding a batch "
         "| CPU in cores, per host | machine busy (outside the cluster) |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
+    mean = {n: statistics.fmean(run.rate for run in runs if run.hosts == n) for n in counts}
+    one_host = mean[min(counts)]
+    runs.sort(key=lambda run: run.hosts)  # stable: each count's rounds in order
     for run in runs:
         per_host = {name: cores for name, cores in run.cores.items() if name != MACHINE}
         busy = sorted(((cores, name) for name, cores in per_host.items() if cores >= 0.05), reverse=True)
         cpu = ", ".join(f"{name} {cores:.2f}" for cores, name in busy)
         machine, outside = run.cores[MACHINE], run.cores[MACHINE] - sum(per_host.values())
         print(
-            f"| {run.hosts} | {run.rate:,.0f} | {run.rate / runs[0].rate:.2f}x | "
+            f"| {run.hosts} | {run.rate:,.0f} | {run.rate / one_host:.2f}x | "
             f"{run.most_drains} / {run.mean_drains:.1f} | {cpu} | {machine:.2f} ({outside:.2f}) |"
         )
+    print("mean of the rounds: " + ", ".join(f"{n} host(s) {rate:,.0f} messages/s" for n, rate in mean.items()))
     if args.profile:
         print()
         print(f"py-spy on every worker host's processes, {max(counts)} worker hosts, in a run of its own")
