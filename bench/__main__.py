@@ -226,15 +226,17 @@ def append_fsync_always(
     to a power cut) costs against the default everysec: the same web tier staging into a second
     staging Redis started by scripts/redis.sh with REDIS_APPENDFSYNC=always."""
     redis_port, web_port = free_port(), free_port()
-    always_url = f"redis://127.0.0.1:{redis_port}/0"
+    data = _scratch_dir("messy-bench-redis-")
     processes.start(
         "redis-always",
         ["./scripts/redis.sh", "staging"],
-        REDIS_URL=always_url,
-        REDIS_DATA_DIR=_scratch_dir("messy-bench-redis-"),
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        REDIS_DATA_DIR=data,
         REDIS_APPENDFSYNC="always",
     )
     wait_for_port(redis_port)
+    # Through its Unix socket, as the benchmark's own web server reaches the everysec one.
+    always_url = f"unix://{data}/redis.sock?db=0"
     processes.web(web_port, args.web_processes, name="web-always", REDIS_URL=always_url)
     always = f"http://127.0.0.1:{web_port}"
     wrk_rate(f"{always}/message/write/", single, 2)

@@ -211,9 +211,8 @@ def redis_durability_warn() -> list[str]:
     finally:
         if client is not None:
             client.close()
-    where = urlsplit(settings.REDIS_URL)  # host and port only: the URL may hold a password
+    url = urlsplit(settings.REDIS_URL)  # host and port (or socket) only: the URL may hold a password
+    where = url.path if url.scheme == "unix" else f"{url.hostname}:{url.port}"
     for problem in problems:
-        logger.error(
-            "STAGING REDIS IS NOT DURABLE (%s:%s): %s (see deploy/redis.conf)", where.hostname, where.port, problem
-        )
+        logger.error("STAGING REDIS IS NOT DURABLE (%s): %s (see deploy/redis.conf)", where, problem)
     return problems

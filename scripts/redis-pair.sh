@@ -22,6 +22,9 @@ redis_pair_start() {
         ./scripts/redis.sh staging --daemonize yes --pidfile "$data/staging.pid" --logfile "$data/staging.log"
     CELERY_BROKER_URL="$broker/0" REDIS_DATA_DIR="$data/broker" \
         ./scripts/redis.sh broker --daemonize yes --pidfile "$data/broker.pid" --logfile "$data/broker.log"
+    # The run's processes reach the staging server through its Unix socket, as make run's do
+    # (the harness builds their REDIS_URL from this); the TCP port serves the rest.
+    export MESSY_TEST_REDIS_STAGING_SOCKET="$data/staging/redis.sock"
     for _ in $(seq 50); do
         redis-cli -p "${_redis_pair_ports[0]}" ping >/dev/null 2>&1 \
             && redis-cli -p "${_redis_pair_ports[1]}" ping >/dev/null 2>&1 && return 0

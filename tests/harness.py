@@ -32,6 +32,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 REDIS_STAGING_SERVER = os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0.0.1:6379").rstrip("/")
+# The same server's Unix socket (scripts/redis-pair.sh sets it): Messy's processes use it, as on
+# make run's host.
+REDIS_STAGING_SOCKET = os.environ.get("MESSY_TEST_REDIS_STAGING_SOCKET", "")
 REDIS_BROKER_SERVER = os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6379").rstrip("/")
 # Nothing listens on port 1: a run that must not reach an S3 server fails at once there.
 S3_UNREACHABLE = "http://127.0.0.1:1"
@@ -111,6 +114,8 @@ class RunConfig:
 
     @property
     def staging_url(self) -> str:
+        if REDIS_STAGING_SOCKET:
+            return f"unix://{REDIS_STAGING_SOCKET}?db={self.redis_db}"
         return f"{REDIS_STAGING_SERVER}/{self.redis_db}"
 
     @property

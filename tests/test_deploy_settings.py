@@ -6,7 +6,9 @@ import secrets
 import subprocess
 import sys
 
-from tests.harness import ROOT, RunConfig
+import redis
+
+from tests.harness import ROOT, RunConfig, free_port, wait_for_port
 
 PRODUCTION_BLOCK = "# --- Production example"
 
@@ -80,3 +82,26 @@ def test_with_the_production_example_probes_over_plain_http_are_not_redirected()
     assert result.returncode == 0, result.stderr
     # /healthz answers over http; anything else is sent to https, unless the proxy says it is https.
     assert result.stdout.split() == ["200", "301", "200"]
+
+
+def test_by_default_processes_reach_the_staging_redis_through_the_socket_scripts_redis_sh_opens(tmp_path) -> None:
+    """make run's processes stage through a Unix socket: the default REDIS_URL names the socket
+    scripts/redis.sh staging opens in its default data folder (var/redis/staging)."""
+    env = settings_env()
+    del env["REDIS_URL"]
+    shown = manage(env, "shell", "-c", "from django.conf import settings; print(settings.REDIS_URL)")
+    assert shown.stdout.strip().splitlines()[-1] == f"unix://{ROOT}/var/redis/staging/redis.sock?db=0", shown.stderr
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["./scripts/redis.sh", "staging", "--save", ""],
+        cwd=ROOT,
+        env={**settings_env(), "REDIS_URL": "", "REDIS_PORT": str(port), "REDIS_DATA_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        assert redis.Redis.from_url(f"unix://{tmp_path}/redis.sock?db=0").ping()
+    finally:
+        server.terminate()
+        server.wait(10)

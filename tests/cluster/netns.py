@@ -365,7 +365,8 @@ class Cluster(ProcessGroup):
 
     def start_web(self, host: Host, processes: int = 2) -> None:
         bind = f"{host.address}:{WEB_PORT}"
-        self.on(host, host.name, ["./runserver.sh"], MESSY_BIND=bind, WEB_PROCESSES=str(processes))
+        # The front door is on another host: no Unix socket (two web hosts share this file system).
+        self.on(host, host.name, ["./runserver.sh"], MESSY_BIND=bind, WEB_PROCESSES=str(processes), MESSY_SOCKET="off")
         self._wait_port(host.address, WEB_PORT, 60)
 
     def start_worker(self, host: Host, concurrency: int = 2) -> None:

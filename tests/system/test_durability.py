@@ -18,11 +18,12 @@ STREAM = f"{KEY_PREFIX}:{{s0}}:stream"
 
 def staging_redis_start(stack: Stack, data_dir: Path, port: int, **settings: str) -> redis.Redis:
     """The project's staging Redis (scripts/redis.sh staging) on `port` with its data in
-    `data_dir`; Messy processes started from now on stage there."""
+    `data_dir`; Messy processes started from now on stage there, through its Unix socket, as
+    make run's do. Returns a client on its TCP port."""
     url = f"redis://127.0.0.1:{port}/0"
     stack.start("redis", ["./scripts/redis.sh", "staging"], REDIS_URL=url, REDIS_DATA_DIR=str(data_dir), **settings)
     wait_for_port(port)
-    stack.env = {**stack.env, "REDIS_URL": url}
+    stack.env = {**stack.env, "REDIS_URL": f"unix://{data_dir}/redis.sock?db=0"}
     return redis.Redis.from_url(url)
 
 
