@@ -111,6 +111,7 @@ class Run:
     most_drains: int
     mean_drains: float
     cores: dict[str, float]
+    postgres_waits: dict[str, float]  # PostgreSQL backends busy on a drain's statement, by wait
 
     @property
     def rate(self) -> float:
@@ -133,6 +134,15 @@ def cpu_snapshot(hosts: list[Host]) -> dict[str, float]:
     return {MACHINE: _machine_cpu_seconds()} | {host.name: _host_cpu_seconds(host) for host in hosts}
 
 
+# The drains' statements in flight, by what their backend waits for: "CPU" when it waits for
+# nothing (running, or ready to run), "Lock" for a row lock another drain holds (the rollup rows
+# that concurrent drains update), "IO", "LWLock" (WAL, buffers), "Client" and so on.
+ACTIVE_BACKENDS = """
+SELECT coalesce(wait_event_type, 'CPU'), count(*) FROM pg_stat_activity
+WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1
+"""
+
+
 class Sampler(threading.Thread):
     """Every 50 ms: the messages still staged and the drains holding a batch; the CPU every host
     has used, when the backlog first falls (the first batch stored) and when it is empty."""
@@ -143,13 +153,18 @@ class Sampler(threading.Thread):
         self.total = total
         self.streams = _streams(cluster)
         self.samples: list[tuple[float, int, int]] = []  # (time, staged, drains holding a batch)
+        self.waits: list[tuple[float, collections.Counter[str]]] = []  # (time, active backends by wait)
         self.started: tuple[float, dict[str, float]] | None = None
         self.emptied: tuple[float, dict[str, float]] | None = None
 
     def run(self) -> None:
         staging, hosts = self.cluster.staging_redis(), list(self.cluster.network.hosts.values())
+        postgres = self.cluster.db()
         while self.emptied is None:
             time.sleep(0.05)
+            with postgres.cursor() as cursor:
+                cursor.execute(ACTIVE_BACKENDS)
+                self.waits.append((time.monotonic(), collections.Counter(dict(cursor.fetchall()))))
             staged, holding = 0, 0
             for stream in self.streams:
                 staged += staging.xlen(stream)
@@ -161,6 +176,7 @@ class Sampler(threading.Thread):
                 self.started = (now, cpu_snapshot(hosts))
             elif self.started is not None and staged == 0:
                 self.emptied = (now, cpu_snapshot(hosts))
+        postgres.close()
 
     def result(self, hosts: int, stored: int) -> Run:
         assert self.started and self.emptied
@@ -168,7 +184,9 @@ class Sampler(threading.Thread):
         seconds = emptied - started
         cores = {name: (cpu_after[name] - cpu_before[name]) / seconds for name in cpu_after}
         during = [holding for at, _, holding in self.samples if started <= at <= emptied] or [0]
-        return Run(hosts, stored, seconds, max(during), sum(during) / len(during), cores)
+        waits = [counts for at, counts in self.waits if started <= at <= emptied]
+        postgres_waits = {kind: n / max(1, len(waits)) for kind, n in sum(waits, collections.Counter()).items()}
+        return Run(hosts, stored, seconds, max(during), sum(during) / len(during), cores, postgres_waits)
 
 
 def _profile(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -316,9 +334,9 @@ def main() -> None:
     print(f"{os.cpu_count()} cores on this machine; drain settings: {drain_settings or 'defaults'}")
     print(
         "| worker hosts | messages/s | vs 1 host (mean) | most / mean drains holding a batch "
-        "| CPU in cores, per host | machine busy (outside the cluster) |"
+        "| CPU in cores, per host | machine busy (outside the cluster) | PostgreSQL statements in flight, by wait |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     mean = {n: statistics.fmean(run.rate for run in runs if run.hosts == n) for n in counts}
     one_host = mean[min(counts)]
     runs.sort(key=lambda run: run.hosts)  # stable: each count's rounds in order
@@ -326,10 +344,11 @@ def main() -> None:
         per_host = {name: cores for name, cores in run.cores.items() if name != MACHINE}
         busy = sorted(((cores, name) for name, cores in per_host.items() if cores >= 0.05), reverse=True)
         cpu = ", ".join(f"{name} {cores:.2f}" for cores, name in busy)
+        waits = ", ".join(f"{kind} {n:.1f}" for kind, n in sorted(run.postgres_waits.items(), key=lambda kv: -kv[1]))
         machine, outside = run.cores[MACHINE], run.cores[MACHINE] - sum(per_host.values())
         print(
             f"| {run.hosts} | {run.rate:,.0f} | {run.rate / one_host:.2f}x | "
-            f"{run.most_drains} / {run.mean_drains:.1f} | {cpu} | {machine:.2f} ({outside:.2f}) |"
+            f"{run.most_drains} / {run.mean_drains:.1f} | {cpu} | {machine:.2f} ({outside:.2f}) | {waits} |"
         )
     print("mean of the rounds: " + ", ".join(f"{n} host(s) {rate:,.0f} messages/s" for n, rate in mean.items()))
     if args.profile:
