@@ -60,7 +60,6 @@ def _stage(
     """Stage validated inputs and turn each failure into its documented answer: the write path
     answers 202, 4xx, or 429/503 with Retry-After, never 500."""
     client_key = payloads.idempotency_key_from(meta)
-    retry_after = {"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)}
     subject, quota = clients.quota_subject(meta, api_key)
     try:
         staged = services.messages_accept(
@@ -86,17 +85,21 @@ def _stage(
         ) from None
     except services.BacklogFull:
         raise ApiError(
-            503, "backlog_full", "Too many messages are waiting; retry later.", headers=retry_after
+            503, "backlog_full", "Too many messages are waiting; retry later.", headers=_retry_after()
         ) from None
     except (services.StagingFull, redis.exceptions.OutOfMemoryError):
-        raise ApiError(503, "staging_full", "The staging store is full; retry later.", headers=retry_after) from None
+        raise ApiError(503, "staging_full", "The staging store is full; retry later.", headers=_retry_after()) from None
     except redis.RedisError:
         raise ApiError(
-            503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=retry_after
+            503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=_retry_after()
         ) from None
     if staged.quota_remaining is None or quota is None:
         return Answer(ACCEPTED, staged.body)
     return Answer(ACCEPTED, staged.body, _rate_limit(quota, staged.quota_remaining, staged.quota_reset or 0))
+
+
+def _retry_after() -> dict[str, str]:
+    return {"Retry-After": str(settings.MESSY_RETRY_AFTER_SECONDS)}
 
 
 def _rate_limit(quota: clients.Quota, remaining: int, reset: int) -> dict[str, str]:
