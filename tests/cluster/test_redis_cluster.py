@@ -101,13 +101,15 @@ class LocalCluster:
     def alive(self) -> list[int]:
         return [port for port, process in self.processes.items() if process.popen.poll() is None]
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Until every live node says the cluster is ok and every slot has a live master."""
+    def wait_ready(self, timeout: float = 30, in_sync: bool = True) -> None:
+        """Until every live node says the cluster is ok, every slot has a live master, and
+        (in_sync) every master has a replica in sync (WAIT 1 would time out before)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 states = [self.client(p).execute_command("CLUSTER", "INFO") for p in self.alive()]
-                if all(b"cluster_state:ok" in state for state in states) and self._covered():
+                ok = all(b"cluster_state:ok" in state for state in states) and self._covered()
+                if ok and (not in_sync or self._in_sync()):
                     return
             except redis.RedisError:
                 pass
@@ -126,6 +128,14 @@ class LocalCluster:
             for low, high in zip(slots[::2], slots[1::2], strict=True):
                 ranges.append((int(low), int(high), master[0] if master else 0, replicas))
         return ranges
+
+    def _in_sync(self) -> bool:
+        for master in {master for _, _, master, _ in self._slot_map()}:
+            info = self.client(master).info("replication")
+            replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if not any(replica.get("state") == "online" for replica in replicas):
+                return False
+        return True
 
     def _covered(self) -> bool:
         ranges = self._slot_map()
@@ -273,8 +283,15 @@ def test_a_master_killed_under_load_loses_no_acknowledged_write_and_stores_none_
     assert victim != redis_cluster.ports[0] and replicas  # not the seed node of REDIS_URL
     fault_at = time.monotonic()
     failover: dict[str, float] = {}
+    fault_error: list[str] = []
 
     def fault() -> None:
+        try:
+            failover_run()
+        except Exception as exc:  # surfaced after the load, instead of a load that never ends
+            fault_error.append(repr(exc))
+
+    def failover_run() -> None:
         time.sleep(1)  # the load is in full swing
         redis_cluster.kill9(victim)
         killed = time.monotonic()
@@ -288,16 +305,18 @@ def test_a_master_killed_under_load_loses_no_acknowledged_write_and_stores_none_
                 pass
             time.sleep(0.1)
         failover["promoted_after"] = time.monotonic() - killed
-        redis_cluster.wait_ready()
+        redis_cluster.wait_ready(in_sync=False)
         # A supervisor restarts the dead node: it comes back as a replica of the new master,
         # so the shard can acknowledge writes again (WAIT 1 needs a replica).
         redis_cluster.restart(victim)
+        redis_cluster.wait_ready()
         failover["replica_back_after"] = time.monotonic() - killed
 
     injector = threading.Thread(target=fault)
     injector.start()
     load.run(range(1500, 4000))
     injector.join()
+    assert not fault_error, fault_error
     assert "promoted_after" in failover and failover["promoted_after"] < 30, "no replica was promoted"
     new_master, _ = redis_cluster.master_of(shard_slot(victim_shard))
     assert new_master in replicas
@@ -348,6 +367,7 @@ def test_a_master_killed_under_load_loses_no_acknowledged_write_and_stores_none_
     print(
         f"\nredis cluster: {len(load.accepted)} acknowledged, statuses {load.statuses}, "
         f"{len(stored_ids) - len(load.accepted)} stored without a 202; master killed "
-        f"{fault_at - started:.1f} s in, replica promoted after {failover['promoted_after']:.1f} s, "
+        f"{fault_at - started:.1f} s in, replica promoted after {failover['promoted_after']:.1f} s, dead node "
+        f"back as a replica after {failover['replica_back_after']:.1f} s, "
         f"test took {time.monotonic() - started:.1f} s"
     )
