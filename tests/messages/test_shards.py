@@ -28,10 +28,10 @@ def three_shards(settings):
     return staging.shards()
 
 
-def write_from(address: str, body: dict | None = None, **headers: str):
+def write_from(address: str, body: dict | None = None, headers: dict[str, str] | None = None):
     client = Client(REMOTE_ADDR=address)
     return client.post(
-        "/message/write/", data=json.dumps(body or GOOD), content_type="application/json", headers=headers
+        "/message/write/", data=json.dumps(body or GOOD), content_type="application/json", headers=headers or {}
     )
 
 
@@ -137,8 +137,8 @@ def test_a_drain_fans_out_on_its_own_shard(three_shards, settings):
 
 def test_an_idempotency_key_is_kept_in_its_shard_and_replayed_from_it(three_shards):
     address = next(a for a in addresses(30) if staging.shard_of(a) == 2)
-    first = write_from(address, **{"Idempotency-Key": "order-7"})
-    again = write_from(address, **{"Idempotency-Key": "order-7"})
+    first = write_from(address, headers={"Idempotency-Key": "order-7"})
+    again = write_from(address, headers={"Idempotency-Key": "order-7"})
     assert first.status_code == again.status_code == 202
     assert again.json() == {**first.json(), "replayed": True}
     assert shard_lengths() == [0, 0, 1]
