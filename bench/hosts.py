@@ -42,6 +42,7 @@ from tests.harness import ROOT, VENV_BIN, tables_truncate_sql
 RESULTS = ROOT / "bench-results"
 GROUP = "persisters"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WORKERS_SETTLE_SECONDS = 6
 TEST_TUNING = ("MESSY_DRAIN_BATCH_SIZE", "MESSY_DRAIN_RECLAIM_IDLE_MS", "MESSY_DRAIN_SLOT_TTL")
 
 
@@ -275,6 +276,9 @@ def measure(cluster: Cluster, hosts: int, messages: int, concurrency: int, py_sp
     for host in workers:
         cluster.start_worker(host, concurrency)
     cluster.wait_workers_ready(workers)
+    # Each worker reports its processes every 5 s (Drains follow the workers in the README); a
+    # drain started before every new host has reported would start too few helpers.
+    time.sleep(WORKERS_SETTLE_SECONDS)
     sampler = Sampler(cluster, messages)
     sampler.start()
     profilers = []
