@@ -14,7 +14,7 @@ import redis
 from bench.http import MESSAGE, hey_latency, wrk_rate
 from tests.harness import BENCH, ProcessGroup, db_connect, redis_reset, tables_reset
 
-STREAM = f"{BENCH.key_prefix}:stream:messages"
+STREAM = f"{BENCH.key_prefix}:{{s0}}:stream"  # shard 0's, the only one by default
 
 _DELAYS = """
 SELECT count(*),

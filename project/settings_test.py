@@ -6,11 +6,10 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-a-secret")
 os.environ.setdefault("REDIS_KEY_PREFIX", "messy-test")
 # The Redis servers scripts/test.sh starts with the project's own configuration; the staging one
 # through its Unix socket, as make run's processes reach it.
-_staging_socket = os.environ.get("MESSY_TEST_REDIS_STAGING_SOCKET")
 os.environ.setdefault(
     "REDIS_URL",
-    f"unix://{_staging_socket}?db=14"
-    if _staging_socket
+    f"unix://{os.environ['MESSY_TEST_REDIS_STAGING_SOCKET']}?db=14"
+    if os.environ.get("MESSY_TEST_REDIS_STAGING_SOCKET")
     else os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0.0.1:6390") + "/14",
 )
 os.environ.setdefault("CELERY_BROKER_URL", os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6391") + "/15")
