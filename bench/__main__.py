@@ -94,6 +94,10 @@ def main() -> None:
     # Quotas on (as by default) but never binding, so every figure includes the quota check.
     processes = ProcessGroup(BENCH.env(MESSY_QUOTA_RATE=UNBOUND_QUOTA, MESSY_QUOTA_BURST=UNBOUND_QUOTA))
     try:
+        # make run's memcached: the project's own, on a Unix socket (scripts/memcached.sh).
+        memcached_socket = Path(_scratch_dir("messy-bench-memcached-")) / "memcached" / "memcached.sock"
+        processes.memcached_on_socket(memcached_socket)
+        processes.env["MEMCACHED_SERVERS"] = f"unix:{memcached_socket}"
         processes.web(port, args.web_processes)
         base = f"http://127.0.0.1:{port}"
         single = json.dumps(MESSAGE)

@@ -23,6 +23,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 from pymemcache.client.base import Client as MemcachedClient
+from pymemcache.client.base import normalize_server_spec
 
 from project.redis import key, redis_client, redis_durability_problems
 from project.storage import s3_probe_client
@@ -121,8 +122,8 @@ def _memcached() -> dict[str, Any]:
     timeout = cache.get("OPTIONS", {}).get("timeout", 0.2)
     servers: dict[str, str] = {}
     for server in cache["LOCATION"]:
-        host, _, port = str(server).rpartition(":")
-        client = MemcachedClient((host, int(port)), connect_timeout=timeout, timeout=timeout)
+        # host:port, or unix:/path (a socket), as the cache client reads them
+        client = MemcachedClient(normalize_server_spec(server), connect_timeout=timeout, timeout=timeout)
         try:
             client.version()
             servers[server] = "ok"

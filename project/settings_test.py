@@ -14,6 +14,7 @@ os.environ.setdefault(
 )
 os.environ.setdefault("CELERY_BROKER_URL", os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6391") + "/15")
 os.environ.setdefault("MEMCACHED_KEY_PREFIX", "messy-test")
+os.environ.setdefault("MEMCACHED_SERVERS", "127.0.0.1:11211")  # the machine's, scripts/services.sh
 os.environ.setdefault("S3_BUCKET", "messy-test-stats")
 # The local S3 server the tests start (tests/harness.py, scripts/s3.sh), set up as
 # local.sh.template's local development S3 block sets make run's.

@@ -404,6 +404,21 @@ class ProcessGroup:
         wait_for_port(port)
         return process
 
+    def memcached_on_socket(self, socket_path: Path, name: str = "memcached") -> Process:
+        """make run's memcached (scripts/memcached.sh) on the Unix socket `socket_path`, once it
+        answers there; processes started afterwards with MEMCACHED_SERVERS=unix:<path> use it."""
+        process = self.start(name, ["./scripts/memcached.sh"], MEMCACHED_SOCKET=str(socket_path))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(socket_path))
+                return process
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"memcached does not answer on {socket_path}") from None
+                time.sleep(0.05)
+
     def log(self, name: str) -> str:
         assert self.logs is not None
         return (self.logs / f"{name}.log").read_text(errors="replace")

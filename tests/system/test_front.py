@@ -4,12 +4,16 @@ clients cannot hold the web processes, limits answer in JSON, static files are s
 import concurrent.futures
 import http.client
 import json
+import shutil
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+from pymemcache.client.base import Client as MemcachedClient
 
-from tests.system.stack import message_body
+from tests.system.stack import KEY_PREFIX, message_body
 
 pytestmark = pytest.mark.system
 
@@ -143,3 +147,34 @@ def test_access_logs_name_the_path_but_not_the_query_string(stack, tmp_path):
         assert "/message/write/" in text and "/tasks/" in text, text
         for secret in (*secrets.values(), "signed-page-token-value"):
             assert secret not in text, f"{log.name} holds {secret!r}"
+
+
+def test_on_one_host_the_pieces_talk_through_unix_sockets(stack):
+    """make run's shape: the front door reaches gunicorn, and gunicorn the staging Redis and
+    make run's own memcached (scripts/memcached.sh), through Unix sockets; a write through the
+    front is staged, its copy is in that memcached, and /status finds every piece."""
+    folder = Path(tempfile.mkdtemp(prefix="messy-one-host-"))
+    folder.chmod(0o755)  # memcached runs as nobody, and makes its socket in a folder of its own
+    memcached_socket = folder / "memcached" / "memcached.sock"
+    try:
+        stack.memcached_on_socket(memcached_socket, name="memcached-socket")
+        stack.env = {**stack.env, "MEMCACHED_SERVERS": f"unix:{memcached_socket}"}
+        assert stack.env["REDIS_URL"].startswith("unix://"), "make test runs the staging Redis on its socket"
+        stack.start_web(processes=1)
+        stack.start_front()
+
+        connection = http.client.HTTPConnection("127.0.0.1", stack.front_port, timeout=10)
+        connection.request("POST", "/message/write/", json.dumps(message_body(1)), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        accepted = json.loads(response.read())
+        connection.close()
+        assert response.status == 202, accepted
+
+        copy = MemcachedClient(str(memcached_socket)).get(f"{KEY_PREFIX}:1:staged:{accepted['id']}")
+        assert copy is not None and json.loads(copy)["id"] == accepted["id"]
+        _, report = stack.get("/status")
+        assert report["components"]["memcached"]["servers"] == {f"unix:{memcached_socket}": "ok"}, report
+        assert report["components"]["redis"]["status"] == "ok", report
+    finally:
+        stack.stop_all()
+        shutil.rmtree(folder, ignore_errors=True)
