@@ -49,6 +49,10 @@ RESULTS = ROOT / "bench-results"
 # figure includes the quota check, and quota_cost() compares it with a server without one.
 UNBOUND_QUOTA = "1000000000"
 
+# How many times each comparison (no-op / lean / Django; front / direct; quota on / off) is
+# measured in turn, averaged: the machine's speed drifts within a run.
+ALTERNATIONS = 3
+
 
 def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, seconds: int, web: int) -> None:
     """The per-client quota check's cost: the single-write accept rate of the benchmark's server
@@ -59,7 +63,7 @@ def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, 
     off = f"http://127.0.0.1:{port}/message/write/"
     wrk_rate(off, body, 2)  # warm up
     rates: dict[str, list[float]] = {"on": [], "off": []}
-    for _ in range(2):
+    for _ in range(ALTERNATIONS):
         for name, url in (("on", f"{base}/message/write/"), ("off", off)):
             redis_reset(BENCH)
             rates[name].append(wrk_rate(url, body, seconds)[0])
@@ -105,10 +109,10 @@ def main() -> None:
         wrk_rate(f"{base}/message/noop/", single, 2)  # warm up every process
         wrk_rate(f"{base}/message/write/", single, 2)
         wrk_rate(f"{base}/message/django/write/", single, 2)
-        # Alternated (no-op, lean, Django, twice over) and averaged: the machine's other load
+        # Alternated (no-op, lean, Django, ALTERNATIONS times over) and averaged: the machine's other load
         # drifts, and a ratio of two measurements taken far apart would carry that drift.
         runs: dict[str, list[tuple[float, int]]] = {"noop": [], "write": [], "django/write": []}
-        for _ in range(2):
+        for _ in range(ALTERNATIONS):
             for path, measured in runs.items():
                 measured.append(wrk_rate(f"{base}/message/{path}/", single, args.seconds))
         noop_rate, write_rate, django_rate = (sum(r for r, _ in m) / len(m) for m in runs.values())
@@ -205,10 +209,18 @@ def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: i
         FRONT_BURST_PER_IP="10000000",
     )
     front = f"http://127.0.0.1:{port}"
-    redis_reset(BENCH)
     wrk_rate(f"{front}/message/write/", body, 2)
-    direct_rate, _ = wrk_rate(f"{base}/message/write/", body, seconds)
-    front_rate, front_errors = wrk_rate(f"{front}/message/write/", body, seconds)
+    # Alternated (direct, front, three times over) and averaged, each on an emptied backlog:
+    # this machine's speed drifts within a run by more than the difference measured.
+    rates: dict[str, list[float]] = {"direct": [], "front": []}
+    front_errors = 0
+    for _ in range(ALTERNATIONS):
+        for name, url in (("direct", base), ("front", front)):
+            redis_reset(BENCH)
+            rate, errors = wrk_rate(f"{url}/message/write/", body, seconds)
+            rates[name].append(rate)
+            front_errors += errors if name == "front" else 0
+    direct_rate, front_rate = (sum(rates[name]) / len(rates[name]) for name in ("direct", "front"))
     report(
         "accept rate through the front door / direct",
         f"{front_rate:,.0f} / {direct_rate:,.0f} req/s = {front_rate / direct_rate:.0%}"
