@@ -42,25 +42,18 @@ def redis_client() -> redis.Redis:
     it has the same commands, routed by key (each call here names keys of one slot)."""
     client = _clients.get(os.getpid())
     if client is None:
+        options: dict[str, Any] = {
+            "socket_timeout": settings.REDIS_TIMEOUT,
+            "socket_connect_timeout": settings.REDIS_TIMEOUT,
+            "health_check_interval": 30,
+            "decode_responses": False,
+        }
         if settings.MESSY_REDIS_CLUSTER:
             # No single connection: a cluster client holds a pool per node.
-            cluster = RedisCluster.from_url(
-                settings.REDIS_URL,
-                socket_timeout=settings.REDIS_TIMEOUT,
-                socket_connect_timeout=settings.REDIS_TIMEOUT,
-                health_check_interval=30,
-                decode_responses=False,
-            )
-            client = _clients[os.getpid()] = cast(redis.Redis, cluster)
+            client = cast(redis.Redis, RedisCluster.from_url(settings.REDIS_URL, **options))
         else:
-            client = _clients[os.getpid()] = redis.Redis.from_url(
-                settings.REDIS_URL,
-                socket_timeout=settings.REDIS_TIMEOUT,
-                socket_connect_timeout=settings.REDIS_TIMEOUT,
-                health_check_interval=30,
-                decode_responses=False,
-                single_connection_client=True,
-            )
+            client = redis.Redis.from_url(settings.REDIS_URL, single_connection_client=True, **options)
+        _clients[os.getpid()] = client
     return client
 
 
