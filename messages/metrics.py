@@ -63,6 +63,11 @@ class StagingCollector:
         )
 
 
+def _age_seconds(oldest_ms: int | None) -> float | None:
+    """How long ago the oldest staged message was accepted (None: nothing is staged)."""
+    return None if oldest_ms is None else max(0.0, round(time.time() - oldest_ms / 1000, 3))
+
+
 class StagingAgeCollector:
     """How long the oldest staged message has waited to be stored (0 when nothing is staged).
     Left out when Redis does not answer."""
@@ -76,7 +81,7 @@ class StagingAgeCollector:
         yield GaugeMetricFamily(
             "messy_backlog_oldest_age_seconds",
             "Age of the oldest message staged and not yet stored (0: nothing staged).",
-            value=0 if oldest_ms is None else max(0.0, round(time.time() - oldest_ms / 1000, 3)),
+            value=_age_seconds(oldest_ms) or 0,
         )
 
 
@@ -86,7 +91,7 @@ def staging_status() -> dict[str, Any]:
     oldest_ms = staging.backlog_oldest_ms()
     return {
         "backlog": staging.backlog(),
-        "oldest_age_seconds": None if oldest_ms is None else max(0.0, round(time.time() - oldest_ms / 1000, 3)),
+        "oldest_age_seconds": _age_seconds(oldest_ms),
         "dead_letters": staging.dead_letters_summary()[0],
         "drain_lag_seconds": staging.metrics_snapshot().get("drain_lag_ms", 0) / 1000,
     }
