@@ -13,10 +13,9 @@ bind="${MESSY_BIND:-127.0.0.1:8001}"
 # The front door on the same host connects through a Unix socket: a sync worker answers one
 # request a connection, and a new connection on a Unix socket costs far less than a TCP one
 # (no handshake, no TIME_WAIT). MESSY_BIND stays for front doors on other hosts and for tools.
-socket="${MESSY_SOCKET:-var/run/web.sock}"
+socket="$(web_socket)"
 binds=(--bind "$bind")
 if [ "$socket" != off ]; then
-    [[ "$socket" = /* ]] || socket="$MESSY_ROOT/$socket"
     mkdir -p "$(dirname "$socket")"
     binds+=(--bind "unix:$socket")
 fi

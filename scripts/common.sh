@@ -11,3 +11,12 @@ if [ -x "$MESSY_ROOT/.venv/bin/python" ]; then
 fi
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-project.settings}"
 export PYTHONUNBUFFERED=1
+
+# A path from the settings, a relative one taken from the project's root.
+messy_path() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$MESSY_ROOT/$1" ;; esac; }
+
+# The Unix socket runserver.sh listens on and the front door on this host connects to
+# (MESSY_SOCKET, default var/run/web.sock), or "off".
+web_socket() {
+    if [ "${MESSY_SOCKET:-}" = off ]; then echo off; else messy_path "${MESSY_SOCKET:-var/run/web.sock}"; fi
+}

@@ -18,10 +18,9 @@ if [ "$(id -u)" = 0 ]; then
     user_line="user nobody nogroup;"
 fi
 upstream_servers=""
-socket="${MESSY_SOCKET:-var/run/web.sock}"
-[[ "$socket" = /* ]] || socket="$MESSY_ROOT/$socket"
+socket="$(web_socket)"
 default_upstream="unix:$socket"
-[ "${MESSY_SOCKET:-}" = off ] && default_upstream="${MESSY_BIND:-127.0.0.1:8001}"
+[ "$socket" = off ] && default_upstream="${MESSY_BIND:-127.0.0.1:8001}"
 IFS=',' read -ra upstreams <<< "${FRONT_UPSTREAMS:-$default_upstream}"
 for upstream in "${upstreams[@]}"; do
     upstream_servers+="        server ${upstream} max_fails=1 fail_timeout=5s;"$'\n'

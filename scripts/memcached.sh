@@ -9,8 +9,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-socket="${MEMCACHED_SOCKET:-var/run/memcached/memcached.sock}"
-[[ "$socket" = /* ]] || socket="$MESSY_ROOT/$socket"
+socket="$(messy_path "${MEMCACHED_SOCKET:-var/run/memcached/memcached.sock}")"
 folder="$(dirname "$socket")"
 user=()
 if [ "$(id -u)" = 0 ]; then
