@@ -54,6 +54,24 @@ UNBOUND_QUOTA = "1000000000"
 ALTERNATIONS = 3
 
 
+def alternated(
+    urls: dict[str, str], body: str, seconds: int, empty_backlog: bool = False
+) -> dict[str, tuple[float, int]]:
+    """Each URL's peak rate (wrk_rate), measured in turn ALTERNATIONS times over and averaged,
+    with its non-2xx answers summed: a ratio of two measurements taken far apart would carry the
+    machine's drift. With empty_backlog, each measurement starts on an emptied backlog."""
+    measured: dict[str, list[tuple[float, int]]] = {name: [] for name in urls}
+    for _ in range(ALTERNATIONS):
+        for name, url in urls.items():
+            if empty_backlog:
+                redis_reset(BENCH)
+            measured[name].append(wrk_rate(url, body, seconds))
+    return {
+        name: (sum(rate for rate, _ in runs) / len(runs), sum(errors for _, errors in runs))
+        for name, runs in measured.items()
+    }
+
+
 def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, seconds: int, web: int) -> None:
     """The per-client quota check's cost: the single-write accept rate of the benchmark's server
     (quotas on) against a second server of the same size with MESSY_QUOTA_RATE=0, measured
@@ -62,13 +80,9 @@ def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, 
     processes.web(port, web, name="web-quota-off", MESSY_QUOTA_RATE="0")
     off = f"http://127.0.0.1:{port}/message/write/"
     wrk_rate(off, body, 2)  # warm up
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    for _ in range(ALTERNATIONS):
-        for name, url in (("on", f"{base}/message/write/"), ("off", off)):
-            redis_reset(BENCH)
-            rates[name].append(wrk_rate(url, body, seconds)[0])
+    rates = alternated({"on": f"{base}/message/write/", "off": off}, body, seconds, empty_backlog=True)
     processes.processes.pop("web-quota-off").stop()
-    on_rate, off_rate = (sum(rates[name]) / len(rates[name]) for name in ("on", "off"))
+    (on_rate, _), (off_rate, _) = rates["on"], rates["off"]
     report(
         "per-client quota check: accept rate on / off",
         f"{on_rate:,.0f} / {off_rate:,.0f} req/s = {on_rate / off_rate:.1%} (target: at least 95%)",
@@ -109,14 +123,9 @@ def main() -> None:
         wrk_rate(f"{base}/message/noop/", single, 2)  # warm up every process
         wrk_rate(f"{base}/message/write/", single, 2)
         wrk_rate(f"{base}/message/django/write/", single, 2)
-        # Alternated (no-op, lean, Django, ALTERNATIONS times over) and averaged: the machine's other load
-        # drifts, and a ratio of two measurements taken far apart would carry that drift.
-        runs: dict[str, list[tuple[float, int]]] = {"noop": [], "write": [], "django/write": []}
-        for _ in range(ALTERNATIONS):
-            for path, measured in runs.items():
-                measured.append(wrk_rate(f"{base}/message/{path}/", single, args.seconds))
-        noop_rate, write_rate, django_rate = (sum(r for r, _ in m) / len(m) for m in runs.values())
-        write_errors, django_errors = (sum(e for _, e in runs[path]) for path in ("write", "django/write"))
+        paths = ("noop", "write", "django/write")
+        runs = alternated({path: f"{base}/message/{path}/" for path in paths}, single, args.seconds)
+        (noop_rate, _), (write_rate, write_errors), (django_rate, django_errors) = (runs[path] for path in paths)
         report("no-op Django view (same server)", f"{noop_rate:,.0f} req/s")
         report("single-message accept rate (lean)", f"{write_rate:,.0f} req/s ({write_errors} non-2xx)")
         report("  the same through Django's view", f"{django_rate:,.0f} req/s ({django_errors} non-2xx)")
@@ -210,17 +219,10 @@ def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: i
     )
     front = f"http://127.0.0.1:{port}"
     wrk_rate(f"{front}/message/write/", body, 2)
-    # Alternated (direct, front, three times over) and averaged, each on an emptied backlog:
-    # this machine's speed drifts within a run by more than the difference measured.
-    rates: dict[str, list[float]] = {"direct": [], "front": []}
-    front_errors = 0
-    for _ in range(ALTERNATIONS):
-        for name, url in (("direct", base), ("front", front)):
-            redis_reset(BENCH)
-            rate, errors = wrk_rate(f"{url}/message/write/", body, seconds)
-            rates[name].append(rate)
-            front_errors += errors if name == "front" else 0
-    direct_rate, front_rate = (sum(rates[name]) / len(rates[name]) for name in ("direct", "front"))
+    rates = alternated(
+        {"direct": f"{base}/message/write/", "front": f"{front}/message/write/"}, body, seconds, empty_backlog=True
+    )
+    (direct_rate, _), (front_rate, front_errors) = rates["direct"], rates["front"]
     report(
         "accept rate through the front door / direct",
         f"{front_rate:,.0f} / {direct_rate:,.0f} req/s = {front_rate / direct_rate:.0%}"
