@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from project.conf import cached_settings
 from project.http import bearer_token, client_ip
 
 # Hex digits of a key's SHA-256 that name it in Redis keys and in MESSY_QUOTA_OVERRIDES
@@ -102,5 +103,5 @@ def quota_subject(meta: Mapping[str, Any], api_key: str) -> tuple[str, Quota]:
     are required (then `api_key` is a valid one), otherwise the client's address
     (project.http.client_ip: a client cannot choose it)."""
     config = _settings()
-    who = api_key_digest(api_key) if settings.MESSY_REQUIRE_WRITE_API_KEY else client_ip(meta)
+    who = api_key_digest(api_key) if cached_settings.MESSY_REQUIRE_WRITE_API_KEY else client_ip(meta)
     return who, config.overrides.get(who, config.default)

@@ -21,6 +21,7 @@ import orjson
 from django.conf import settings
 
 from messages.validation import MessageInput
+from project.conf import cached_settings
 from project.http import ApiError
 
 JSON_TYPES = ("application/json",)
@@ -127,7 +128,7 @@ def write_data(
     kind = media_type(meta)
     if kind == MULTIPART_TYPE and multipart is None:
         raise RuntimeError("a multipart body needs Django's parser")
-    raw = body_read(meta, read_body, settings.MESSY_WRITE_MAX_BYTES)
+    raw = body_read(meta, read_body, cached_settings.MESSY_WRITE_MAX_BYTES)
     if _is_json(kind):
         data = json_decode(raw)
         if not isinstance(data, dict):

@@ -46,6 +46,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from project.conf import cached_settings
 from project.redis import key, redis_client, redis_script, redis_script_run
 
 logger = logging.getLogger(__name__)
@@ -310,10 +311,10 @@ def stage(
         key(where.tag, "quota", quota_subject) if quota_rate else stream,
     ]
     args = [
-        settings.MESSY_BACKLOG_MAX,
-        settings.MESSY_BACKLOG_MAX_BYTES,
-        settings.MESSY_DRAIN_SLOT_TTL,
-        settings.MESSY_IDEMPOTENCY_TTL,
+        cached_settings.MESSY_BACKLOG_MAX,
+        cached_settings.MESSY_BACKLOG_MAX_BYTES,
+        cached_settings.MESSY_DRAIN_SLOT_TTL,
+        cached_settings.MESSY_IDEMPOTENCY_TTL,
         idempotency_record,
         entry_ms,
         CONSUMER_GROUP,

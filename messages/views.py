@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse
 
 from messages import clients, payloads, selectors, services
 from messages.validation import MessageInput, message_validate
+from project.conf import cached_settings
 from project.http import Answer, ApiError, api_view, json_response, method_check, methods
 
 ACCEPTED = 202
@@ -30,7 +31,7 @@ def write_key_check(meta: Mapping[str, Any]) -> str:
     (checked against settings, in constant time, not the database: no query on the write path).
     Returns the key the client sent ("" if none)."""
     key = clients.api_key_from(meta)
-    if settings.MESSY_REQUIRE_WRITE_API_KEY:
+    if cached_settings.MESSY_REQUIRE_WRITE_API_KEY:
         if not key:
             raise ApiError(401, "api_key_required", "Send an API key in X-API-Key or Authorization: Bearer.")
         if not clients.api_key_valid(key):

@@ -36,6 +36,7 @@ from django.http import HttpResponse
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
+from project.conf import cached_settings
 from project.http import JSON_CONTENT_TYPE, Answer, ApiError, json_encode, server_error
 from project.logs import log_bind, log_unbind, request_id_from
 
@@ -136,7 +137,7 @@ def _host_allowed(environ: Environ) -> bool:
     """Django's own verdict (HttpRequest.get_host against ALLOWED_HOSTS), remembered per Host
     header: a refused host goes to Django, which answers 400 and logs it as it always has."""
     host = environ.get("HTTP_HOST")
-    if host is None or settings.USE_X_FORWARDED_HOST:
+    if host is None or cached_settings.USE_X_FORWARDED_HOST:
         return False  # rare: Django looks further (X-Forwarded-Host, SERVER_NAME)
     allowed = _hosts_checked.get(host)
     if allowed is None:
@@ -153,7 +154,8 @@ def _host_allowed(environ: Environ) -> bool:
 def _is_secure(environ: Environ) -> bool:
     """Django's HttpRequest.is_secure(), without building the request when no proxy header is
     trusted (settings.SECURE_PROXY_SSL_HEADER)."""
-    if settings.SECURE_PROXY_SSL_HEADER and settings.SECURE_PROXY_SSL_HEADER[0] in environ:
+    proxy_header = cached_settings.SECURE_PROXY_SSL_HEADER
+    if proxy_header and proxy_header[0] in environ:
         return _django_request(environ).is_secure()
     return environ.get("wsgi.url_scheme") == "https"
 
@@ -194,7 +196,7 @@ def lean_application(django_application: WsgiApp) -> WsgiApp:
         if handler is None or _django_answers_itself() or not _host_allowed(environ):
             return django_application(environ, start_response)
         secure = _is_secure(environ)
-        if settings.SECURE_SSL_REDIRECT and not secure:
+        if cached_settings.SECURE_SSL_REDIRECT and not secure:
             return django_application(environ, start_response)
         request_id = request_id_from(environ)
         token = log_bind(request_id=request_id)
