@@ -6,9 +6,12 @@ from typing import Any
 from django.core.cache.backends.memcached import PyMemcacheCache
 from pymemcache.client.rendezvous import RendezvousHash
 
+from project.sockets import KernelTimeoutSockets
+
 
 class PersistentPyMemcacheCache(PyMemcacheCache):
-    """PyMemcacheCache that keeps its connections and hashes keys in C.
+    """PyMemcacheCache that keeps its connections, hashes keys in C and leaves its timeouts to
+    the kernel.
 
     Django closes memcached connections on request_finished for clients that leak them;
     pymemcache does not (its HashClient reconnects a broken socket by itself), and the
@@ -17,7 +20,13 @@ class PersistentPyMemcacheCache(PyMemcacheCache):
 
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(server, params)
-        self._options.setdefault("hasher", Crc32RendezvousHash)  # type: ignore[attr-defined]
+        options = self._options  # type: ignore[attr-defined]
+        options.setdefault("hasher", Crc32RendezvousHash)
+        if options.get("timeout") is not None:
+            # The same bound on every send and receive, kept by the kernel (project.sockets):
+            # a noreply set is then one system call, not a poll and a send.
+            options["socket_module"] = KernelTimeoutSockets(options["timeout"])
+            options["timeout"] = None
 
     def close(self, **kwargs: Any) -> None:
         pass

@@ -9,12 +9,13 @@ One client per process, holding one connection, created on first use (so after a
 server forks). It holds one connection instead of checking one out of a pool per command: the
 checkout probes the socket for stray data, a system call that costs the write path about a
 quarter of its Redis time. (Threads share the connection under the client's lock; pipelines
-still take their own from the pool.) Keyed by process id so a forked child never writes to
-its parent's socket.
+still take their own from the pool.) Forgotten in a forked child (os.register_at_fork), so a
+child never writes to its parent's socket.
 """
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -26,21 +27,66 @@ from django.conf import settings
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
+from project.conf import cached_settings
+from project.sockets import socket_timeouts_in_kernel
+
 logger = logging.getLogger(__name__)
 
-_clients: dict[int, redis.Redis] = {}
+_client: redis.Redis | None = None
+
+
+def _client_forget_in_child() -> None:
+    # Dropped, not closed: the parent still uses that socket. Checked here rather than by
+    # comparing os.getpid() on every call, a system call on the write path.
+    global _client
+    _client = None
+
+
+os.register_at_fork(after_in_child=_client_forget_in_child)
 
 
 def key(*parts: str) -> str:
     """A key in this deployment's namespace (REDIS_KEY_PREFIX), so several deployments or test
     runs can share one Redis."""
-    return ":".join((settings.REDIS_KEY_PREFIX, *parts))
+    return ":".join((cached_settings.REDIS_KEY_PREFIX, *parts))
+
+
+class _KernelTimeouts:
+    """A redis-py connection whose socket blocks, with its read and write timeout kept by the
+    kernel (project.sockets): a command is then a send and a receive, without a poll before
+    each. Constructed with socket_timeout=None, so that redis-py never puts the socket back
+    under Python's timeout."""
+
+    def __init__(self, *args: Any, kernel_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kernel_timeout = kernel_timeout
+
+    def _connect(self) -> socket.socket:
+        sock: socket.socket = super()._connect()  # type: ignore[misc]
+        socket_timeouts_in_kernel(sock, self.kernel_timeout)
+        return sock
+
+
+class _TcpConnection(_KernelTimeouts, redis.Connection):
+    pass
+
+
+class _UnixConnection(_KernelTimeouts, redis.UnixDomainSocketConnection):
+    pass
+
+
+# By URL scheme; TLS (rediss://) keeps redis-py's own timeouts.
+_KERNEL_TIMEOUT_CONNECTIONS: dict[str, type[redis.connection.AbstractConnection]] = {
+    "redis": _TcpConnection,
+    "unix": _UnixConnection,
+}
 
 
 def redis_client() -> redis.Redis:
     """This process's client. With MESSY_REDIS_CLUSTER it is a RedisCluster, typed as a Redis:
     it has the same commands, routed by key (each call here names keys of one slot)."""
-    client = _clients.get(os.getpid())
+    global _client
+    client = _client
     if client is None:
         options: dict[str, Any] = {
             "socket_timeout": settings.REDIS_TIMEOUT,
@@ -52,14 +98,20 @@ def redis_client() -> redis.Redis:
             # No single connection: a cluster client holds a pool per node.
             client = cast(redis.Redis, RedisCluster.from_url(settings.REDIS_URL, **options))
         else:
+            connection_class = _KERNEL_TIMEOUT_CONNECTIONS.get(urlsplit(settings.REDIS_URL).scheme)
+            if connection_class is not None:
+                options.update(
+                    connection_class=connection_class, kernel_timeout=settings.REDIS_TIMEOUT, socket_timeout=None
+                )
             client = redis.Redis.from_url(settings.REDIS_URL, single_connection_client=True, **options)
-        _clients[os.getpid()] = client
+        _client = client
     return client
 
 
 def redis_client_reset() -> None:
     """Forget this process's client (the next call connects anew, with current settings)."""
-    client = _clients.pop(os.getpid(), None)
+    global _client
+    client, _client = _client, None
     if client is not None:
         client.close()
 
@@ -120,10 +172,16 @@ def redis_script_run(script: Script, keys: Sequence[str], args: Sequence[Any]) -
     After a failover or a slot move the slot map is refreshed and the call retried a few times;
     a script that ran before its connection broke may then run twice, which its callers must
     allow (the stage script's entries carry their message ids: the insert is idempotent)."""
-    replicas = settings.MESSY_STAGING_WAIT_REPLICAS
+    replicas = cached_settings.MESSY_STAGING_WAIT_REPLICAS
     client = redis_client()
-    if not settings.MESSY_REDIS_CLUSTER and not replicas:
-        return script(keys=keys, args=args, client=client)
+    if not cached_settings.MESSY_REDIS_CLUSTER and not replicas:
+        # EVALSHA itself, not Script.__call__: the same command, without the layers around it
+        # (they copy the arguments twice and import and check for a pipeline on every call).
+        try:
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a restarted Redis without its script cache
+            client.script_load(script.script)
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     cluster = cast(RedisCluster, client) if settings.MESSY_REDIS_CLUSTER else None
     for attempt in range(_CLUSTER_ATTEMPTS):
         node = client if cluster is None else cluster.get_redis_connection(cluster.get_node_from_key(keys[0]))
