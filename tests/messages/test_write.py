@@ -8,7 +8,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from messages import staging
-from project.redis import redis_client_reset
+from project.redis import redis_client, redis_client_reset
 
 GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
@@ -154,6 +154,12 @@ def test_the_write_requests_make_no_database_query(client):
         assert client.get("/message/write/", GOOD).status_code == 202
         assert post_json(client, "/message/batch/", [GOOD, GOOD]).status_code == 202
     assert queries.captured_queries == []
+
+
+def test_a_redis_that_lost_its_script_cache_is_given_the_script_again(client):
+    redis_client().script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    assert post_json(client, "/message/write/", GOOD).status_code == 202
+    assert staging.backlog() == 1
 
 
 def test_a_bad_message_does_not_block_the_next_one(client):
