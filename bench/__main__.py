@@ -23,6 +23,7 @@ the web tier is measured alone; the persist rate is measured alone too. Options:
   --persist N   messages staged for the persist measurement (default 200000)
   --skip-publish
   --end-to-end-seconds N   (default 60; 0 skips it)
+  --in-process  only where a single write's CPU goes inside its web process (bench/inprocess.py)
 """
 
 import argparse
@@ -96,7 +97,11 @@ def main() -> None:
     parser.add_argument("--web-processes", type=int, default=(os.cpu_count() or 2) * 2)
     parser.add_argument("--skip-publish", action="store_true")
     parser.add_argument("--end-to-end-seconds", type=int, default=60, help="0 skips the end-to-end run")
+    parser.add_argument("--in-process", action="store_true", help="only bench/inprocess.py's breakdown")
     args = parser.parse_args()
+    if args.in_process:
+        in_process()
+        return
 
     lines: list[str] = []
 
@@ -190,6 +195,25 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(ROOT)}")
+
+
+def in_process() -> None:
+    """bench/inprocess.py, against the benchmark's Redis and make run's memcached on a socket."""
+    database_create(BENCH)
+    processes = ProcessGroup(BENCH.env())
+    try:
+        memcached_socket = Path(_scratch_dir("messy-bench-memcached-")) / "memcached" / "memcached.sock"
+        processes.memcached_on_socket(memcached_socket)
+        env = BENCH.env(
+            MESSY_QUOTA_RATE=UNBOUND_QUOTA,
+            MESSY_QUOTA_BURST=UNBOUND_QUOTA,
+            MEMCACHED_SERVERS=f"unix:{memcached_socket}",
+        )
+        subprocess.run([sys.executable, "-m", "bench.inprocess"], cwd=ROOT, env=env, check=True)
+    finally:
+        processes.stop_all()
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # Folders of the extra servers started below, removed at the end of the run.

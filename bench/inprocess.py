@@ -1,0 +1,92 @@
+"""Where a single write's time goes inside its web process: CPU time per request
+(time.process_time: user and system time of this process alone) of the project's WSGI
+application called directly, without a server, for the no-op Django view and for the lean
+write; then the lean write again without its memcached copy, and without its Redis call too
+(the staging step answered in-process), so that the differences are what those two calls cost
+the web process. The best of ROUNDS rounds of REQUESTS requests each.
+
+Run by `./scripts/bench.sh --in-process` (against the benchmark's Redis and a memcached of its
+own on a Unix socket, as make run connects them). The Redis and memcached processes' own CPU is
+not in these figures: it is paid by those processes.
+"""
+
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+REQUESTS = 4000
+ROUNDS = 3
+
+
+def _environ(path: str, body: bytes) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8001",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8001",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+
+
+def main() -> None:
+    from bench.http import MESSAGE
+    from messages import staging
+    from project.wsgi import application
+    from tests.harness import BENCH, redis_reset
+
+    body = json.dumps(MESSAGE).encode()
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        if not status.startswith("202"):
+            raise RuntimeError(f"answered {status}")
+
+    def cpu_per_request(path: str) -> float:
+        best = float("inf")
+        for _ in range(ROUNDS):
+            redis_reset(BENCH)
+            started = time.process_time()
+            for _ in range(REQUESTS):
+                b"".join(application(_environ(path, body), start_response))
+            best = min(best, (time.process_time() - started) / REQUESTS)
+        return best * 1e6
+
+    for path in ("/message/noop/", "/message/write/"):  # warm up
+        for _ in range(500):
+            b"".join(application(_environ(path, body), start_response))
+    noop = cpu_per_request("/message/noop/")
+    write = cpu_per_request("/message/write/")
+    copies_store: Callable[..., None] = staging.copies_store
+    stage: Callable[..., staging.StageOutcome] = staging.stage
+    try:
+        staging.copies_store = lambda *args, **kwargs: None
+        without_copy = cpu_per_request("/message/write/")
+        staged = staging.StageOutcome("staged", drain_needed=False, remaining=1, reset=1)
+        staging.stage = lambda *args, **kwargs: staged
+        without_calls = cpu_per_request("/message/write/")
+    finally:
+        staging.copies_store, staging.stage = copies_store, stage
+    rows = [
+        ("no-op Django view", noop),
+        ("lean write", write),
+        ("  of which the memcached copy", write - without_copy),
+        ("  of which the Redis call (the stage script)", without_copy - without_calls),
+        ("  of which everything else", without_calls),
+    ]
+    for name, microseconds in rows:
+        print(f"{name:<48} {microseconds:5.1f} µs of this process's CPU per request")
+
+
+if __name__ == "__main__":
+    main()
