@@ -117,10 +117,7 @@ def main() -> None:
     # Quotas on (as by default) but never binding, so every figure includes the quota check.
     processes = ProcessGroup(BENCH.env(MESSY_QUOTA_RATE=UNBOUND_QUOTA, MESSY_QUOTA_BURST=UNBOUND_QUOTA))
     try:
-        # make run's memcached: the project's own, on a Unix socket (scripts/memcached.sh).
-        memcached_socket = Path(_scratch_dir("messy-bench-memcached-")) / "memcached" / "memcached.sock"
-        processes.memcached_on_socket(memcached_socket)
-        processes.env["MEMCACHED_SERVERS"] = f"unix:{memcached_socket}"
+        processes.env["MEMCACHED_SERVERS"] = memcached_start(processes)
         processes.web(port, args.web_processes)
         base = f"http://127.0.0.1:{port}"
         single = json.dumps(MESSAGE)
@@ -197,17 +194,23 @@ def main() -> None:
     print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(ROOT)}")
 
 
+def memcached_start(processes: ProcessGroup) -> str:
+    """make run's memcached (scripts/memcached.sh, on a Unix socket) in a scratch folder; returns
+    the MEMCACHED_SERVERS that names it."""
+    memcached_socket = Path(_scratch_dir("messy-bench-memcached-")) / "memcached" / "memcached.sock"
+    processes.memcached_on_socket(memcached_socket)
+    return f"unix:{memcached_socket}"
+
+
 def in_process() -> None:
     """bench/inprocess.py, against the benchmark's Redis and make run's memcached on a socket."""
     database_create(BENCH)
     processes = ProcessGroup(BENCH.env())
     try:
-        memcached_socket = Path(_scratch_dir("messy-bench-memcached-")) / "memcached" / "memcached.sock"
-        processes.memcached_on_socket(memcached_socket)
         env = BENCH.env(
             MESSY_QUOTA_RATE=UNBOUND_QUOTA,
             MESSY_QUOTA_BURST=UNBOUND_QUOTA,
-            MEMCACHED_SERVERS=f"unix:{memcached_socket}",
+            MEMCACHED_SERVERS=memcached_start(processes),
         )
         subprocess.run([sys.executable, "-m", "bench.inprocess"], cwd=ROOT, env=env, check=True)
     finally:
