@@ -3,6 +3,8 @@
 # door (scripts/front.sh, nginx), which buffers whole requests so that slow clients never hold
 # a sync worker. Do not expose it directly: the front door also bounds request lines (64 KB,
 # room for a GET write's query string), so gunicorn's own 4 KB limit is lifted.
+# Its worker class is gunicorn's sync worker that also sends the memcached copies a process
+# holds (project.gunicorn_worker) when it has no request waiting.
 #   ./runserver.sh         production server, WEB_PROCESSES processes on MESSY_BIND, and on the
 #                          Unix socket MESSY_SOCKET, where the front door on this host reaches it
 #   ./runserver.sh --dev   Django's autoreloading development server instead
@@ -33,7 +35,7 @@ fi
 exec gunicorn project.wsgi:application \
     "${binds[@]}" \
     --workers "${WEB_PROCESSES:-$(( $(nproc) * 2 ))}" \
-    --worker-class sync \
+    --worker-class project.gunicorn_worker.SyncWorker \
     --timeout "${WEB_TIMEOUT:-30}" \
     --graceful-timeout 10 \
     --max-requests "${WEB_MAX_REQUESTS:-0}" \

@@ -515,6 +515,7 @@ def messages_erase_staged(username: str, heartbeat: Callable[[], None]) -> list[
     for shard in staging.shards():
         deleted = staging.stream_user_delete(shard.stream, username, heartbeat)
         staging.copies_delete(message_id for _, message_id in deleted if message_id)
+        copies_delete_later((message_id, staging.entry_ms(entry_id)) for entry_id, message_id in deleted if message_id)
         in_flight.extend((shard.index, entry_id) for entry_id, _ in deleted)
     dead = staging.stream_user_delete(staging.dead_letter_key(), username, heartbeat)
     staging.copies_delete(message_id for _, message_id in dead if message_id)
@@ -551,7 +552,7 @@ WITH gone AS (
     INSERT INTO {ROLLUPS_REMOVED_TABLE} (username, city, state, accepted_at)
     SELECT username, city, state, accepted_at FROM gone
 )
-SELECT id FROM gone
+SELECT id, (extract(epoch FROM accepted_at) * 1000)::bigint FROM gone
 """  # noqa: S608 (a constant, not input)
 
 
@@ -566,12 +567,30 @@ def messages_erase_stored(username: str, limit: int) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         rollups_removed_table_create(cursor)
         cursor.execute(_DELETE_CHUNK, [username, limit])
-        message_ids = [str(message_id) for (message_id,) in cursor.fetchall()]
-        if message_ids:
+        erased = [(str(message_id), accepted_ms) for message_id, accepted_ms in cursor.fetchall()]
+        if erased:
             rollups_subtract(cursor)
             # Before commit: if the transaction then fails, a missing cache copy costs nothing.
-            staging.copies_delete(message_ids)
-    return len(message_ids)
+            staging.copies_delete(message_id for message_id, _ in erased)
+            copies_delete_later(erased)
+    return len(erased)
+
+
+def copies_delete_later(accepted: Iterable[tuple[str, int]]) -> None:
+    """Delete the memcached copies of these messages (message id, Unix ms accepted) once more,
+    after any copy a web process may still hold for them has been sent (staging.COPIES_GROUP):
+    for an erasure, whose first deletion may come before such a copy. Only the ones accepted
+    less than that bound ago are concerned; none: nothing is published. If the broker cannot
+    take the task, such a copy lasts until MEMCACHED_PAYLOAD_TTL (logged by task_publish)."""
+    late_ms = staging.copies_late_seconds() * 1000
+    since_ms = time.time_ns() // 1_000_000 - late_ms
+    recent = [message_id for message_id, accepted_ms in accepted if accepted_ms > since_ms]
+    if recent:
+        task_publish("messages.copies_delete", recent, countdown=staging.copies_late_seconds())
+
+
+def copies_delete(message_ids: Sequence[str]) -> None:
+    staging.copies_delete(message_ids)
 
 
 # Oldest first through the accepted_at index. SKIP LOCKED: a row another transaction holds (an

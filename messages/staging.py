@@ -46,6 +46,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from project import deferred
 from project.conf import cached_settings
 from project.redis import key, redis_client, redis_script, redis_script_run
 
@@ -582,6 +583,11 @@ def _stream_id(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def entry_ms(entry_id: bytes | str) -> int:
+    """The Unix millisecond a stream entry was added at (the first part of its id)."""
+    return _stream_id(entry_id)[0]
+
+
 def undelivered_exists(shard: int = 0) -> bool:
     """Whether the shard's stream holds entries not yet handed to any consumer of the group."""
     pipe = redis_client().pipeline(transaction=False)
@@ -832,20 +838,42 @@ def copy_key(message_id: str) -> str:
     return f"staged:{message_id}"
 
 
-def copies_store(payloads: Sequence[StagedPayload], documents: Sequence[bytes]) -> None:
-    """Store the copies of staged payloads (documents: the same payloads, JSON-encoded)."""
+# A web process sends its memcached copies in groups (project.deferred): one set_many of a
+# group costs memcached and the web process about what one set of a single copy does, and at a
+# write's cost that decides whether a write is cheaper than a Django view that does nothing
+# (README "Benchmarks"). A copy is sent when the group is full, when the web process has no
+# request waiting, and before a request once it has waited COPIES_MAX_AGE: at most about a
+# request's duration after staging (copies_late_seconds() bounds it). Until then a status read
+# finds the message in the stream, as it does after an eviction.
+COPIES_GROUP = 16
+COPIES_MAX_AGE = 0.02  # seconds
+
+
+def _copies_send(keyed: dict[str, bytes]) -> None:
     copies = caches["staged"]
-    # Straight to the cache backend's own pymemcache client (what its set() calls), with keys
-    # made as it makes them: its set() would first check each key for characters memcached
-    # refuses, one character at a time in Python, on every write, and these keys are ours (a
-    # prefix and a UUID). Noreply: nothing waits for memcached.
+    # Straight to the cache backend's own pymemcache client (what its set_many() calls), with
+    # keys made as it makes them (copies_store): its set_many() would first check each key for
+    # characters memcached refuses, one character at a time in Python, and these keys are ours
+    # (a prefix and a UUID). Noreply: nothing waits for memcached.
     client: Any = copies._cache  # type: ignore[attr-defined]
-    expire = copies.get_backend_timeout()
-    if len(payloads) == 1:
-        client.set(copies.make_key(copy_key(payloads[0]["id"])), documents[0], expire, noreply=True)
-    else:
-        keyed = {copies.make_key(copy_key(p["id"])): document for p, document in zip(payloads, documents, strict=True)}
-        client.set_many(keyed, expire, noreply=True)
+    client.set_many(keyed, copies.get_backend_timeout(), noreply=True)
+
+
+def copies_late_seconds() -> int:
+    """How long after staging a web process may still send a message's copy: WEB_TIMEOUT (the
+    longest a request runs before gunicorn replaces its worker, dropping what it held), plus a
+    margin."""
+    return int(cached_settings.WEB_TIMEOUT) + 5
+
+
+_copies = deferred.SendBuffer(_copies_send, COPIES_GROUP, COPIES_MAX_AGE)
+
+
+def copies_store(payloads: Sequence[StagedPayload], documents: Sequence[bytes]) -> None:
+    """Store the copies of staged payloads (documents: the same payloads, JSON-encoded); in the
+    web server, with the next ones (see COPIES_GROUP)."""
+    make_key = caches["staged"].make_key
+    _copies.add({make_key(copy_key(p["id"])): document for p, document in zip(payloads, documents, strict=True)})
 
 
 def copy_exists(message_id: str) -> bool:

@@ -35,6 +35,12 @@ def messages_sweep() -> bool:
     return services.messages_sweep()
 
 
+@shared_task(name="messages.copies_delete", autoretry_for=TRANSIENT_ERRORS, max_retries=3)
+def messages_copies_delete(message_ids: list[str]) -> int:
+    services.copies_delete(message_ids)
+    return len(message_ids)
+
+
 # --- drain capacity follows the live ingest workers -------------------------------------------
 # A worker that consumes the drains' queue says, from its main process, every few seconds, how
 # many pool processes it has (staging.drain_capacity sums them). A thread, not a beat task:

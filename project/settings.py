@@ -243,6 +243,10 @@ MESSY_JOB_RETENTION_DAYS = env_int("MESSY_JOB_RETENTION_DAYS", 30)
 MESSY_JOB_PRUNE_CHUNK = env_int("MESSY_JOB_PRUNE_CHUNK", 500)
 MESSY_JOB_PAGE_TOKEN_MAX_AGE = env_int("MESSY_JOB_PAGE_TOKEN_MAX_AGE", 3600)
 MESSY_JOB_REPORT_URL_EXPIRY = env_int("MESSY_JOB_REPORT_URL_EXPIRY", 300)
+# runserver.sh's gunicorn timeout: the longest a request runs before its worker is replaced. A web
+# process sends the memcached copies of what it staged within about that (messages.staging
+# copies_late_seconds), so an erasure deletes recent copies again once it has passed.
+WEB_TIMEOUT = env_int("WEB_TIMEOUT", 30)
 MESSY_ERASE_BATCH_SIZE = env_int("MESSY_ERASE_BATCH_SIZE", 1000)
 MESSY_ERASE_RATE_PER_MINUTE = env_int("MESSY_ERASE_RATE_PER_MINUTE", 10)
 MESSY_ERASE_PENDING_WAIT_SECONDS = env_int("MESSY_ERASE_PENDING_WAIT_SECONDS", 90)

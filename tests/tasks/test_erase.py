@@ -1,6 +1,8 @@
 """Erasure: every stored and staged message of a user goes, rollups stay exact, and nothing
 is left that says who it was."""
 
+import base64
+import datetime
 import json
 import logging
 import threading
@@ -8,6 +10,8 @@ import time
 from urllib.parse import urlencode
 
 import pytest
+import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import connection
@@ -17,6 +21,7 @@ from messages import staging
 from messages.models import Message
 from messages.services import messages_persist, messages_stage
 from messages.staging import copy_key
+from messages.tasks import messages_copies_delete
 from messages.validation import MessageInput
 from project.redis import key
 from stats.models import UserCount
@@ -196,3 +201,37 @@ def test_a_staff_session_may_ask_for_an_erasure_with_a_form_body(multipart):
         response = client.post("/tasks/erase/", urlencode(form), content_type="application/x-www-form-urlencoded")
     assert response.status_code == 202, response.content
     assert Job.objects.get(pk=response.json()["id"]).subject == USER
+
+
+def ingest_tasks() -> list[dict]:
+    """The Celery messages waiting in the ingest queue, whole (headers and arguments)."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    messages = [json.loads(raw) for raw in broker.lrange("ingest", 0, -1)]
+    return [{**m["headers"], "args": json.loads(base64.b64decode(m["body"]))[0]} for m in messages]
+
+
+def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_must_have_sent_them(api):
+    """A web server holds the memcached copies of what it staged for a moment (project.deferred),
+    so one may land after the erasure deleted it. The erasure deletes the copies of the messages
+    accepted within that moment's bound once more, when the bound has passed."""
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("ingest")
+    now_ms = time.time_ns() // 1_000_000
+    old = payload(USER, accepted_at=now_ms - (staging.copies_late_seconds() + 60) * 1000)
+    recent = payload(USER, accepted_at=now_ms)
+    store([old, recent])
+    staged_ids = stage(USER, 2)
+
+    job_id = erase(api)
+    assert services.job_run(job_id) == "succeeded"
+
+    late = [t for t in ingest_tasks() if t["task"] == "messages.copies_delete"]
+    assert sorted(i for t in late for i in t["args"][0]) == sorted([*staged_ids, recent["id"]])
+    for task in late:
+        eta = datetime.datetime.fromisoformat(task["eta"]).timestamp()
+        assert eta >= now_ms / 1000 + staging.copies_late_seconds() - 1
+    # The copies a web process sent after the erasure had deleted them:
+    landed = [*staged_ids, recent["id"]]
+    caches["staged"].set_many({copy_key(i): b"{}" for i in landed})
+    for task in late:
+        messages_copies_delete(*task["args"])
+    assert caches["staged"].get_many([copy_key(i) for i in landed]) == {}

@@ -1,0 +1,95 @@
+"""Sends a web process holds while requests are waiting and makes in one go when it has none.
+
+A send to another process on the same machine costs more in waking that process than in the
+bytes (make bench, README "Benchmarks"): one memcached set per write costs memcached and the
+web process together about as much CPU as the rest of the write. A SendBuffer collects items
+(key -> value) and passes them to its `send` function together:
+- when it holds `max_items`;
+- before a request starts once the oldest has waited `max_age` seconds;
+- whenever the web server has no request waiting (flush_all);
+- when the web server stops cleanly (TERM, max requests): flush_all again.
+
+Only runserver.sh's web server holds anything: its gunicorn worker class
+(project.gunicorn_worker) calls enable() when its process starts, then the flushes above.
+Anywhere else (Celery workers, management commands, tests' clients, the development server)
+nothing enables it, and add() sends at once.
+
+So an item is sent at most max_age plus one request's duration after it was added, and that
+is bounded by WEB_TIMEOUT (gunicorn replaces a worker stuck longer). What is held dies with
+its process (kill -9, that timeout): only sends that another copy makes good belong here, like
+the memcached copies of staged messages (the stream holds each message).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, bytes]], None]
+
+_enabled = False
+_buffers: list["SendBuffer"] = []
+
+
+class SendBuffer:
+    def __init__(self, send: Send, max_items: int, max_age: float) -> None:
+        self._send = send
+        self._max_items = max_items
+        self._max_age = max_age
+        self._held: dict[str, bytes] = {}
+        self._since = 0.0  # time.monotonic() when the oldest held item was added
+        _buffers.append(self)
+
+    def add(self, items: dict[str, bytes]) -> None:
+        """Send the items now, or with later ones when this process holds sends."""
+        if not _enabled:
+            self._send(items)
+            return
+        if not self._held:
+            self._since = time.monotonic()
+        self._held.update(items)
+        if len(self._held) >= self._max_items:
+            self.flush()
+
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def overdue(self, now: float) -> bool:
+        return bool(self._held) and now - self._since >= self._max_age
+
+    def flush(self) -> None:
+        held, self._held = self._held, {}
+        if held:
+            self._send(held)
+
+
+def enable() -> None:
+    """Hold sends in this process from now on: only for a server that calls the flushes."""
+    global _enabled
+    _enabled = True
+
+
+def holding() -> bool:
+    return any(buffer.holding() for buffer in _buffers)
+
+
+def flush_all() -> None:
+    """Send everything held. For the server, between requests: never raises."""
+    for buffer in _buffers:
+        _flush_logged(buffer)
+
+
+def flush_overdue() -> None:
+    """Send what has been held max_age or longer. For the server, before a request: never raises."""
+    now = time.monotonic()
+    for buffer in _buffers:
+        if buffer.overdue(now):
+            _flush_logged(buffer)
+
+
+def _flush_logged(buffer: SendBuffer) -> None:
+    try:
+        buffer.flush()
+    except Exception:
+        logger.warning("could not make a deferred send; what it held is dropped", exc_info=True)

@@ -1,0 +1,74 @@
+"""project.deferred: what a web process holds is sent in groups, when the group is full, when it
+is overdue and when the server has nothing to do; elsewhere, at once."""
+
+import logging
+import time
+
+import pytest
+
+from project import deferred
+
+
+@pytest.fixture
+def sent() -> list[dict[str, bytes]]:
+    return []
+
+
+@pytest.fixture
+def buffer(sent):
+    made = deferred.SendBuffer(sent.append, max_items=3, max_age=0.05)
+    yield made
+    deferred._buffers.remove(made)
+    deferred._enabled = False
+
+
+def test_a_process_that_does_not_hold_sends_sends_at_once(buffer, sent):
+    buffer.add({"a": b"1"})
+    buffer.add({"b": b"2", "c": b"3"})
+    assert sent == [{"a": b"1"}, {"b": b"2", "c": b"3"}]
+    assert not deferred.holding()
+
+
+def test_held_items_go_out_together_once_the_group_is_full(buffer, sent):
+    deferred.enable()
+    buffer.add({"a": b"1"})
+    buffer.add({"b": b"2"})
+    assert sent == [] and deferred.holding()
+    buffer.add({"c": b"3", "d": b"4"})
+    assert sent == [{"a": b"1", "b": b"2", "c": b"3", "d": b"4"}]
+    assert not deferred.holding()
+
+
+def test_before_a_request_only_what_has_waited_max_age_is_sent(buffer, sent):
+    deferred.enable()
+    buffer.add({"a": b"1"})
+    deferred.flush_overdue()
+    assert sent == []
+    time.sleep(0.06)
+    deferred.flush_overdue()
+    assert sent == [{"a": b"1"}]
+
+
+def test_an_idle_server_sends_everything_held(buffer, sent):
+    deferred.enable()
+    buffer.add({"a": b"1"})
+    deferred.flush_all()
+    deferred.flush_all()
+    assert sent == [{"a": b"1"}]
+
+
+def test_a_failing_send_between_requests_is_logged_and_never_raised(caplog):
+    def send(items: dict[str, bytes]) -> None:
+        raise ConnectionError("memcached went away")
+
+    failing = deferred.SendBuffer(send, max_items=10, max_age=1)
+    try:
+        deferred.enable()
+        failing.add({"a": b"1"})
+        with caplog.at_level(logging.WARNING, logger="project.deferred"):
+            deferred.flush_all()
+        assert "could not make a deferred send" in caplog.text
+        assert not deferred.holding()
+    finally:
+        deferred._buffers.remove(failing)
+        deferred._enabled = False
