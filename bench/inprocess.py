@@ -1,7 +1,8 @@
 """Where a single write's time goes inside its web process: CPU time per request
 (time.process_time: user and system time of this process alone) of the project's WSGI
 application called directly, without a server, for the no-op Django view and for the lean
-write; then the lean write again without its memcached copy, and without its Redis call too
+write (its memcached copies sent in groups, as runserver.sh's web server sends them, and each
+on its own); then the lean write again without its memcached copy, and without its Redis call too
 (the staging step answered in-process), so that the differences are what those two calls cost
 the web process. The best of ROUNDS rounds of REQUESTS requests each.
 
@@ -43,6 +44,7 @@ def _environ(path: str, body: bytes) -> dict[str, Any]:
 def main() -> None:
     from bench.http import MESSAGE
     from messages import staging
+    from project import deferred
     from project.wsgi import application
     from tests.harness import BENCH, redis_reset
 
@@ -67,6 +69,9 @@ def main() -> None:
             b"".join(application(_environ(path, body), start_response))
     noop = cpu_per_request("/message/noop/")
     write = cpu_per_request("/message/write/")
+    deferred.enable()  # as runserver.sh's worker class does: copies go out COPIES_GROUP at a time
+    grouped = cpu_per_request("/message/write/")
+    deferred.flush_all()
     copies_store: Callable[..., None] = staging.copies_store
     stage: Callable[..., staging.StageOutcome] = staging.stage
     try:
@@ -79,8 +84,10 @@ def main() -> None:
         staging.copies_store, staging.stage = copies_store, stage
     rows = [
         ("no-op Django view", noop),
-        ("lean write", write),
-        ("  of which the memcached copy", write - without_copy),
+        ("lean write, copies grouped (the web server)", grouped),
+        ("lean write, each copy sent alone", write),
+        ("  of which the memcached copy, grouped", grouped - without_copy),
+        ("  of which the memcached copy, alone", write - without_copy),
         ("  of which the Redis call (the stage script)", without_copy - without_calls),
         ("  of which everything else", without_calls),
     ]
