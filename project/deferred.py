@@ -1,13 +1,13 @@
-"""Sends a web process holds while requests are waiting and makes in one go when it has none.
+"""Sends a web process holds for a moment, to make them in one go.
 
 A send to another process on the same machine costs more in waking that process than in the
 bytes (make bench, README "Benchmarks"): one memcached set per write costs memcached and the
 web process together about as much CPU as the rest of the write. A SendBuffer collects items
 (key -> value) and passes them to its `send` function together:
 - when it holds `max_items`;
-- before a request starts once the oldest has waited `max_age` seconds;
-- whenever the web server has no request waiting (flush_all);
-- when the web server stops cleanly (TERM, max requests): flush_all again.
+- once the oldest has waited `max_age` seconds: before the next request starts, or while the
+  web server waits for one (flush_overdue, seconds_until_due, flush_all);
+- when the web server stops cleanly (TERM, max requests): flush_all.
 
 Only runserver.sh's web server holds anything: its gunicorn worker class
 (project.gunicorn_worker) calls enable() when its process starts, then the flushes above.
@@ -56,7 +56,11 @@ class SendBuffer:
         return bool(self._held)
 
     def overdue(self, now: float) -> bool:
-        return bool(self._held) and now - self._since >= self._max_age
+        return bool(self._held) and now >= self.due_at()
+
+    def due_at(self) -> float:
+        """When what is held becomes overdue (time.monotonic())."""
+        return self._since + self._max_age
 
     def flush(self) -> None:
         held, self._held = self._held, {}
@@ -72,6 +76,14 @@ def enable() -> None:
 
 def holding() -> bool:
     return any(buffer.holding() for buffer in _buffers)
+
+
+def seconds_until_due() -> float | None:
+    """How long until the first held send is overdue (0 if one is), or None when none is held."""
+    held = [buffer for buffer in _buffers if buffer.holding()]
+    if not held:
+        return None
+    return max(0.0, min(buffer.due_at() for buffer in held) - time.monotonic())
 
 
 def flush_all() -> None:

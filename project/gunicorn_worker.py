@@ -15,11 +15,13 @@ class SyncWorker(sync.SyncWorker):
         super().init_process()  # loads the application, then runs the worker's loop
 
     def wait(self, timeout: float) -> Any:
-        # Only reached between requests. With sends held, look without blocking first: a
-        # connection waiting is served (more sends may join the held ones); none, and the held
-        # sends go out before the worker sleeps.
-        if deferred.holding():
-            ready = super().wait(0)
+        # Only reached between requests. With sends held, wait for a connection only until they
+        # are due: under load one is already waiting and is served at once (more sends join the
+        # held ones, with no system call spent on looking); none by then, and the held sends go
+        # out before the worker sleeps for longer.
+        due = deferred.seconds_until_due()
+        if due is not None:
+            ready = super().wait(min(due, timeout))
             if ready:
                 return ready
             deferred.flush_all()
