@@ -72,3 +72,13 @@ def test_a_failing_send_between_requests_is_logged_and_never_raised(caplog):
     finally:
         deferred._buffers.remove(failing)
         deferred._enabled = False
+
+
+def test_a_waiting_server_knows_how_long_until_what_it_holds_is_due(buffer):
+    deferred.enable()
+    assert deferred.seconds_until_due() is None
+    buffer.add({"a": b"1"})
+    due = deferred.seconds_until_due()
+    assert due is not None and 0 < due <= 0.05
+    time.sleep(0.06)
+    assert deferred.seconds_until_due() == 0
