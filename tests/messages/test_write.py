@@ -3,6 +3,8 @@
 import json
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -160,6 +162,17 @@ def test_a_redis_that_lost_its_script_cache_is_given_the_script_again(client):
     redis_client().script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
     assert post_json(client, "/message/write/", GOOD).status_code == 202
     assert staging.backlog() == 1
+
+
+def test_after_its_redis_connection_is_closed_a_write_gets_503_and_the_next_reconnects(client):
+    assert post_json(client, "/message/write/", GOOD).status_code == 202
+    web_connection_id = redis_client().client_id()
+    redis.Redis.from_url(settings.REDIS_URL).client_kill_filter(_id=web_connection_id)  # as a restart would
+    refused = post_json(client, "/message/write/", GOOD)
+    assert refused.status_code == 503 and refused["Retry-After"]
+    assert post_json(client, "/message/write/", GOOD).status_code == 202
+    assert redis_client().client_id() != web_connection_id
+    assert staging.backlog() == 2
 
 
 def test_a_bad_message_does_not_block_the_next_one(client):
