@@ -3,6 +3,8 @@
   single-message accept rate vs a no-op Django view on the same gunicorn, and their ratio: the
     lean handler (messages.lean, the write paths) and Django's view of the same endpoint
     (/message/django/write/, routed with MESSY_BENCH_ENDPOINTS), one after the other
+  CPU per request under that load, by process (web, Redis, memcached, the whole machine), for
+    the no-op view and the lean write (bench/cpu.py)
   p50/p99 latency of single writes at half each one's measured peak
   batch accept rate in messages/s, lean and through Django
   persist rate of one worker process in messages/s (rollups included)
@@ -28,6 +30,7 @@ the web tier is measured alone; the persist rate is measured alone too. Options:
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -37,7 +40,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import end_to_end, publish
+import redis
+
+from bench import cpu, end_to_end, publish
 from bench.http import MESSAGE, hey_latency, wrk_rate
 from tests.harness import BENCH, ROOT, ProcessGroup, database_create, free_port, redis_reset, wait_for_port
 
@@ -133,6 +138,7 @@ def main() -> None:
         report("  the same through Django's view", f"{django_rate:,.0f} req/s ({django_errors} non-2xx)")
         report("accept rate / no-op rate (lean)", f"{write_rate / noop_rate:.0%} (target: at least 100%)")
         report("  through Django's view", f"{django_rate / noop_rate:.0%}")
+        cpu_breakdown(report, processes, base, single, args.seconds)
         for name, path, rate in (("lean", "write", write_rate), ("Django", "django/write", django_rate)):
             latency = hey_latency(f"{base}/message/{path}/", single, rate / 2, args.seconds)
             report(
@@ -192,6 +198,23 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(ROOT)}")
+
+
+def cpu_breakdown(report: Reporter, processes: ProcessGroup, base: str, body: str, seconds: int) -> None:
+    """µs of CPU per request, by process, of the no-op view and of the lean write under the same
+    load (bench/cpu.py): what the write costs the web processes, Redis and memcached, against
+    what Django's machinery costs the no-op view."""
+    redis_pid = int(redis.Redis.from_url(BENCH.staging_url).info("server")["process_id"])
+    meters = {
+        "web": functools.partial(cpu.process_group_cpu, processes.processes["web"].pid),
+        "Redis": functools.partial(cpu.process_cpu, redis_pid),
+        "memcached": functools.partial(cpu.process_group_cpu, processes.processes["memcached"].pid),
+    }
+    for name, path in (("no-op", "noop"), ("lean write", "write")):
+        redis_reset(BENCH)
+        rate, used = cpu.cpu_per_request(f"{base}/message/{path}/", body, seconds, meters)
+        figures = ", ".join(f"{meter} {micros:,.0f}" for meter, micros in used.items() if micros >= 0.5)
+        report(f"CPU per request under load ({name}), µs", f"{figures} (at {rate:,.0f} req/s)")
 
 
 def memcached_start(processes: ProcessGroup) -> str:
