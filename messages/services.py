@@ -582,11 +582,11 @@ def copies_delete_later(accepted: Iterable[tuple[str, int]]) -> None:
     for an erasure, whose first deletion may come before such a copy. Only the ones accepted
     less than that bound ago are concerned; none: nothing is published. If the broker cannot
     take the task, such a copy lasts until MEMCACHED_PAYLOAD_TTL (logged by task_publish)."""
-    late_ms = staging.copies_late_seconds() * 1000
-    since_ms = time.time_ns() // 1_000_000 - late_ms
+    late_seconds = staging.copies_late_seconds()
+    since_ms = time.time_ns() // 1_000_000 - late_seconds * 1000
     recent = [message_id for message_id, accepted_ms in accepted if accepted_ms > since_ms]
     if recent:
-        task_publish("messages.copies_delete", recent, countdown=staging.copies_late_seconds())
+        task_publish("messages.copies_delete", recent, countdown=late_seconds)
 
 
 def copies_delete(message_ids: Sequence[str]) -> None:

@@ -841,9 +841,9 @@ def copy_key(message_id: str) -> str:
 # A web process sends its memcached copies in groups (project.deferred): one set_many of a
 # group costs memcached and the web process about what one set of a single copy does, and at a
 # write's cost that decides whether a write is cheaper than a Django view that does nothing
-# (README "Benchmarks"). A copy is sent when the group is full, when the web process has no
-# request waiting, and before a request once it has waited COPIES_MAX_AGE: at most about a
-# request's duration after staging (copies_late_seconds() bounds it). Until then a status read
+# (README "Benchmarks"). A copy is sent when the group is full, or once it has waited
+# COPIES_MAX_AGE: before the next request, or while the web process waits for one. So at most
+# about a request's duration after staging (copies_late_seconds() bounds it). Until then a status read
 # finds the message in the stream, as it does after an eviction.
 COPIES_GROUP = 16
 COPIES_MAX_AGE = 0.02  # seconds

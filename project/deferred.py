@@ -74,10 +74,6 @@ def enable() -> None:
     _enabled = True
 
 
-def holding() -> bool:
-    return any(buffer.holding() for buffer in _buffers)
-
-
 def seconds_until_due() -> float | None:
     """How long until the first held send is overdue (0 if one is), or None when none is held."""
     held = [buffer for buffer in _buffers if buffer.holding()]

@@ -1,6 +1,6 @@
 """runserver.sh's gunicorn worker class: gunicorn's sync worker, which also makes the sends its
-process holds (project.deferred) whenever it has no connection waiting, and before a request
-once they are overdue."""
+process holds (project.deferred) once they are due: before a request, or while it waits for
+one."""
 
 from typing import Any
 

@@ -26,17 +26,17 @@ def test_a_process_that_does_not_hold_sends_sends_at_once(buffer, sent):
     buffer.add({"a": b"1"})
     buffer.add({"b": b"2", "c": b"3"})
     assert sent == [{"a": b"1"}, {"b": b"2", "c": b"3"}]
-    assert not deferred.holding()
+    assert deferred.seconds_until_due() is None
 
 
 def test_held_items_go_out_together_once_the_group_is_full(buffer, sent):
     deferred.enable()
     buffer.add({"a": b"1"})
     buffer.add({"b": b"2"})
-    assert sent == [] and deferred.holding()
+    assert sent == [] and deferred.seconds_until_due() is not None
     buffer.add({"c": b"3", "d": b"4"})
     assert sent == [{"a": b"1", "b": b"2", "c": b"3", "d": b"4"}]
-    assert not deferred.holding()
+    assert deferred.seconds_until_due() is None
 
 
 def test_before_a_request_only_what_has_waited_max_age_is_sent(buffer, sent):
@@ -68,7 +68,7 @@ def test_a_failing_send_between_requests_is_logged_and_never_raised(caplog):
         with caplog.at_level(logging.WARNING, logger="project.deferred"):
             deferred.flush_all()
         assert "could not make a deferred send" in caplog.text
-        assert not deferred.holding()
+        assert deferred.seconds_until_due() is None
     finally:
         deferred._buffers.remove(failing)
         deferred._enabled = False
