@@ -13,26 +13,26 @@ from bench.http import wrk_rate
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: str) -> list[str] | None:
+def _cpu_seconds(pid: str, pgid: int | None = None) -> float:
+    """CPU seconds (user and system) of process `pid` so far; 0 when it is gone, or when it is
+    not in process group `pgid` (if given)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:  # gone meanwhile
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from the state on (the name may hold spaces)
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()  # fields from the state on (the name may hold spaces)
+    if pgid is not None and int(fields[2]) != pgid:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def process_group_cpu(pgid: int) -> float:
-    """CPU seconds (user and system) of the live processes of process group `pgid`."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and (fields := _stat_fields(pid)) and int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+    """CPU seconds of the live processes of process group `pgid`."""
+    return sum(_cpu_seconds(pid, pgid) for pid in os.listdir("/proc") if pid.isdigit())
 
 
 def process_cpu(pid: int) -> float:
-    fields = _stat_fields(str(pid))
-    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0
+    return _cpu_seconds(str(pid))
 
 
 def machine_cpu() -> float:
