@@ -28,11 +28,18 @@ def redis_flushed() -> Iterator[None]:
     yield
 
 
-def queued_tasks(queue: str) -> list[tuple[str, dict]]:
-    """(task name, keyword arguments) of the Celery messages waiting in a broker queue."""
+def queued_messages(queue: str) -> list[dict]:
+    """The Celery messages waiting in a broker queue: each one's headers (task, eta, ...) with
+    its positional "args" and keyword "kwargs"."""
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
-    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[1]) for m in messages]
+    decoded = [(m["headers"], json.loads(base64.b64decode(m["body"]))) for m in messages]
+    return [{**headers, "args": body[0], "kwargs": body[1]} for headers, body in decoded]
+
+
+def queued_tasks(queue: str) -> list[tuple[str, dict]]:
+    """(task name, keyword arguments) of the Celery messages waiting in a broker queue."""
+    return [(message["task"], message["kwargs"]) for message in queued_messages(queue)]
 
 
 @pytest.fixture(scope="session")

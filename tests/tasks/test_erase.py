@@ -1,7 +1,6 @@
 """Erasure: every stored and staged message of a user goes, rollups stay exact, and nothing
 is left that says who it was."""
 
-import base64
 import datetime
 import json
 import logging
@@ -10,8 +9,6 @@ import time
 from urllib.parse import urlencode
 
 import pytest
-import redis
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import connection
@@ -27,7 +24,7 @@ from project.redis import key
 from stats.models import UserCount
 from tasks import selectors, services
 from tasks.models import Job
-from tests.conftest import queued_tasks
+from tests.conftest import queued_messages, queued_tasks
 from tests.tasks.conftest import assert_rollups_exact, payload, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -203,18 +200,10 @@ def test_a_staff_session_may_ask_for_an_erasure_with_a_form_body(multipart):
     assert Job.objects.get(pk=response.json()["id"]).subject == USER
 
 
-def ingest_tasks() -> list[dict]:
-    """The Celery messages waiting in the ingest queue, whole (headers and arguments)."""
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    messages = [json.loads(raw) for raw in broker.lrange("ingest", 0, -1)]
-    return [{**m["headers"], "args": json.loads(base64.b64decode(m["body"]))[0]} for m in messages]
-
-
 def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_must_have_sent_them(api):
     """A web server holds the memcached copies of what it staged for a moment (project.deferred),
     so one may land after the erasure deleted it. The erasure deletes the copies of the messages
     accepted within that moment's bound once more, when the bound has passed."""
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("ingest")
     now_ms = time.time_ns() // 1_000_000
     old = payload(USER, accepted_at=now_ms - (staging.copies_late_seconds() + 60) * 1000)
     recent = payload(USER, accepted_at=now_ms)
@@ -224,7 +213,7 @@ def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_
     job_id = erase(api)
     assert services.job_run(job_id) == "succeeded"
 
-    late = [t for t in ingest_tasks() if t["task"] == "messages.copies_delete"]
+    late = [t for t in queued_messages("ingest") if t["task"] == "messages.copies_delete"]
     assert sorted(i for t in late for i in t["args"][0]) == sorted([*staged_ids, recent["id"]])
     for task in late:
         eta = datetime.datetime.fromisoformat(task["eta"]).timestamp()
