@@ -3,8 +3,8 @@
 # door (scripts/front.sh, nginx), which buffers whole requests so that slow clients never hold
 # a sync worker. Do not expose it directly: the front door also bounds request lines (64 KB,
 # room for a GET write's query string), so gunicorn's own 4 KB limit is lifted.
-# Its worker class is gunicorn's sync worker that also sends the memcached copies a process
-# holds (project.gunicorn_worker) once they are due.
+# Its worker class is gunicorn's sync worker with a few changes (project.gunicorn_worker): it sends
+# the memcached copies a process holds once they are due, and each response in one send.
 #   ./runserver.sh         production server, WEB_PROCESSES processes on MESSY_BIND, and on the
 #                          Unix socket MESSY_SOCKET, where the front door on this host reaches it
 #   ./runserver.sh --dev   Django's autoreloading development server instead

@@ -1,18 +1,87 @@
-"""runserver.sh's gunicorn worker class: gunicorn's sync worker, which also makes the sends its
-process holds (project.deferred) once they are due: before a request, or while it waits for
-one."""
+"""runserver.sh's gunicorn worker class: gunicorn's sync worker, with three changes.
 
+- It makes the sends its process holds (project.deferred) once they are due: before a request,
+  or while it waits for one.
+- A response goes out in one send where gunicorn makes two (ResponseSocket).
+- Its heartbeat to the arbiter is a file's utime() at most every HEARTBEAT_SECONDS, not twice
+  per request, and an accepted connection is not made close-on-exec a second time.
+
+On this machine's virtual CPUs a system call, and above all a wake-up of another process, costs
+as much as a good part of a small view's Python (README "Benchmarks").
+"""
+
+import time
 from typing import Any
 
 from gunicorn.workers import sync
 
 from project import deferred
 
+# The longest the heartbeat goes unrefreshed (at most a quarter of --timeout): the arbiter replaces
+# a worker whose heartbeat is older than --timeout.
+HEARTBEAT_SECONDS = 1.0
+
+
+class ResponseSocket:
+    """A client connection as gunicorn's sync worker uses it for one request.
+
+    gunicorn writes a response's status line and headers (Response.send_headers) and then its
+    body, each with a sendall(): two segments, and the client or the front door woken twice for
+    one answer. Here the first sendall() is held and goes out with the next one, the body, as one
+    send. What is held goes out first on close(), and on any other use of the socket (gunicorn's
+    sendfile() takes fileno(), a 100-continue is a send()), after which nothing more is held."""
+
+    __slots__ = ("_held", "_holding", "_socket", "recv", "recv_into")
+
+    def __init__(self, client: Any) -> None:
+        self._socket = client
+        self._held = b""
+        self._holding = True
+        self.recv = client.recv  # the request parser's reads, straight through
+        self.recv_into = client.recv_into
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        if flags:
+            self._release()
+        elif self._holding:
+            self._holding = False
+            self._held = bytes(data)
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+        self._socket.sendall(data, flags)
+
+    def _release(self) -> None:
+        self._holding = False
+        if self._held:
+            held, self._held = self._held, b""
+            self._socket.sendall(held)
+
+    def close(self) -> None:
+        try:
+            self._release()
+        finally:
+            self._socket.close()
+
+    def __getattr__(self, name: str) -> Any:
+        self._release()
+        return getattr(self._socket, name)
+
 
 class SyncWorker(sync.SyncWorker):
+    _heartbeat_due = 0.0
+
     def init_process(self) -> None:
         deferred.enable()
         super().init_process()  # loads the application, then runs the worker's loop
+
+    def notify(self) -> None:
+        # The sync worker's loop calls this twice a request. (self.timeout, from the arbiter, is
+        # half of --timeout.)
+        now = time.monotonic()
+        if now >= self._heartbeat_due:
+            self._heartbeat_due = now + min(HEARTBEAT_SECONDS, self.timeout / 2)
+            super().notify()
 
     def wait(self, timeout: float) -> Any:
         # Only reached between requests. With sends held, wait for a connection only until they
@@ -27,8 +96,17 @@ class SyncWorker(sync.SyncWorker):
             deferred.flush_all()
         return super().wait(timeout)
 
+    def accept(self, listener: Any) -> None:
+        # gunicorn's own, without util.close_on_exec(): Python's accept() already made the socket
+        # close-on-exec (accept4 with SOCK_CLOEXEC), and two fcntl() calls a request are not free.
+        client, addr = listener.accept()
+        client.setblocking(True)
+        self.handle(listener, client, addr)
+
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         deferred.flush_overdue()
+        if not self.cfg.is_ssl:  # gunicorn's TLS wraps the socket itself, and needs a real one
+            client = ResponseSocket(client)
         super().handle(listener, client, addr)
 
     def run(self) -> None:
