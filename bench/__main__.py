@@ -21,7 +21,8 @@ file, fsync every second), as make run runs it.
 The web server is the production one (runserver.sh: gunicorn, sync workers, WEB_PROCESSES),
 with the access log off for both views. No worker runs while accept rates are measured, so
 the web tier is measured alone; the persist rate is measured alone too. Options:
-  --seconds N   length of each HTTP measurement (default 10)
+  --seconds N   length of each HTTP measurement (default 10); a comparison gives each of its
+                endpoints three times that, in turns of TURN_SECONDS
   --persist N   messages staged for the persist measurement (default 200000)
   --skip-publish
   --end-to-end-seconds N   (default 60; 0 skips it)
@@ -55,23 +56,26 @@ RESULTS = ROOT / "bench-results"
 # figure includes the quota check, and quota_cost() compares it with a server without one.
 UNBOUND_QUOTA = "1000000000"
 
-# How many times each comparison (no-op / lean / Django; front / direct; quota on / off) is
-# measured in turn, averaged: the machine's speed drifts within a run.
-ALTERNATIONS = 3
+# Each comparison (no-op / lean / Django; front / direct; quota on / off) measures its endpoints in
+# turns of TURN_SECONDS, one after the other, until each has had three times --seconds: this
+# machine's speed drifts by ±10% within seconds, and the shorter the turns, the more evenly that
+# drift falls on every endpoint. (Turns of 10 s, three apiece, spread a write / no-op ratio over
+# 98.6 to 105.0% in four runs of the same build; turns of 2 s, over 99.6 to 102.8%.)
+TURN_SECONDS = 2
 
 
 def alternated(
     urls: dict[str, str], body: str, seconds: int, empty_backlog: bool = False
 ) -> dict[str, tuple[float, int]]:
-    """Each URL's peak rate (wrk_rate), measured in turn ALTERNATIONS times over and averaged,
-    with its non-2xx answers summed: a ratio of two measurements taken far apart would carry the
-    machine's drift. With empty_backlog, each measurement starts on an emptied backlog."""
+    """Each URL's peak rate (wrk_rate), measured in turns (TURN_SECONDS) and averaged, with its
+    non-2xx answers summed. With empty_backlog, each turn starts on an emptied backlog."""
+    turn = min(TURN_SECONDS, seconds)
     measured: dict[str, list[tuple[float, int]]] = {name: [] for name in urls}
-    for _ in range(ALTERNATIONS):
+    for _ in range(max(1, 3 * seconds // turn)):
         for name, url in urls.items():
             if empty_backlog:
                 redis_reset(BENCH)
-            measured[name].append(wrk_rate(url, body, seconds))
+            measured[name].append(wrk_rate(url, body, turn))
     return {
         name: (sum(rate for rate, _ in runs) / len(runs), sum(errors for _, errors in runs))
         for name, runs in measured.items()
