@@ -31,30 +31,28 @@ class ResponseSocket:
     send. What is held goes out first on close(), and on any other use of the socket (gunicorn's
     sendfile() takes fileno(), a 100-continue is a send()), after which nothing more is held."""
 
-    __slots__ = ("_held", "_holding", "_socket", "recv", "recv_into")
+    __slots__ = ("_held", "_socket", "recv", "recv_into")
 
     def __init__(self, client: Any) -> None:
         self._socket = client
-        self._held = b""
-        self._holding = True
+        # None until the first sendall(), which is held here; b"" once nothing more is held.
+        self._held: bytes | None = None
         self.recv = client.recv  # the request parser's reads, straight through
         self.recv_into = client.recv_into
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
         if flags:
             self._release()
-        elif self._holding:
-            self._holding = False
+        elif self._held is None:
             self._held = bytes(data)
             return
-        if self._held:
+        elif self._held:
             data, self._held = self._held + data, b""
         self._socket.sendall(data, flags)
 
     def _release(self) -> None:
-        self._holding = False
-        if self._held:
-            held, self._held = self._held, b""
+        held, self._held = self._held, b""
+        if held:
             self._socket.sendall(held)
 
     def close(self) -> None:

@@ -144,12 +144,18 @@ def test_what_is_held_goes_out_before_any_other_use_of_the_socket():
         assert client.recv(100) == b"then straight through"
 
 
-def test_the_heartbeat_is_refreshed_at_most_once_a_heartbeat_period(monkeypatch):
+def heartbeats(monkeypatch, timeout: float) -> tuple[SyncWorker, list[float], list[float]]:
+    """A worker on a clock the test moves (now[0]), and the times its heartbeat file was refreshed."""
     now = [1000.0]
     monkeypatch.setattr(gunicorn_worker.time, "monotonic", lambda: now[0])
-    worker = worker_for(answering("200 OK", []), timeout=15)
-    refreshed = []
+    worker = worker_for(answering("200 OK", []), timeout=timeout)
+    refreshed: list[float] = []
     monkeypatch.setattr(worker.tmp, "notify", lambda: refreshed.append(now[0]))
+    return worker, now, refreshed
+
+
+def test_the_heartbeat_is_refreshed_at_most_once_a_heartbeat_period(monkeypatch):
+    worker, now, refreshed = heartbeats(monkeypatch, timeout=15)
     for _ in range(100):
         worker.notify()
     assert refreshed == [1000.0]
@@ -159,11 +165,7 @@ def test_the_heartbeat_is_refreshed_at_most_once_a_heartbeat_period(monkeypatch)
 
 
 def test_a_short_timeout_gets_a_heartbeat_well_within_it(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(gunicorn_worker.time, "monotonic", lambda: now[0])
-    worker = worker_for(answering("200 OK", []), timeout=1)  # --timeout 2
-    refreshed = []
-    monkeypatch.setattr(worker.tmp, "notify", lambda: refreshed.append(now[0]))
+    worker, now, refreshed = heartbeats(monkeypatch, timeout=1)  # --timeout 2
     worker.notify()
     now[0] += 0.5
     worker.notify()
