@@ -89,7 +89,7 @@ def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, 
     alternately in the same run, each turn on an emptied backlog.
 
     Two gunicorns of the same code differ by a few percent on this machine (their no-op views
-    have measured 95% to 102% of each other side by side), as much as the check costs. So their
+    have measured 95% to 105% of each other side by side), as much as the check costs. So their
     no-op views are measured in the same turns, and the check's own share is the write ratio
     over the no-op ratio (what the quota does not touch)."""
     port = free_port()
