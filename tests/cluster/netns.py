@@ -142,6 +142,18 @@ class Host:
     def pids(self) -> list[int]:
         return _namespace_pids(self.namespace)
 
+    def freeze(self) -> None:
+        """SIGSTOP every process of this host: what it holds stays held until thaw() or a kill."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum: signal.Signals) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def kill_all(self) -> int:
         """kill -9 every process of this host, as a power cut would; returns how many there were."""
         count = len(self.pids())

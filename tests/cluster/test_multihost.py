@@ -193,16 +193,22 @@ def batch_held(cluster: Cluster, host: Host) -> int:
 
 def kill_one_holding_a_batch(cluster: Cluster, hosts: list[Host], timeout: float = 60) -> tuple[Host, int]:
     """kill -9 every process of the first of the worker hosts found holding a batch (the first
-    host after `timeout`); returns that host and the entries its dead consumers held."""
+    host after `timeout`); returns that host and the entries its dead consumers held.
+
+    Each host is frozen (SIGSTOP) while it is looked at: a drain holds a batch for only the
+    milliseconds of its database write, and one seen holding it and killed a moment later
+    had often acknowledged it in between."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        holding = [host for host in hosts if batch_held(cluster, host)]
-        if holding:
-            break
+        for host in hosts:
+            host.freeze()
+            if batch_held(cluster, host):
+                assert cluster.kill_host(host) > 0
+                return host, batch_held(cluster, host)
+            host.thaw()
         time.sleep(0.01)
-    doomed = (holding or hosts)[0]
-    assert cluster.kill_host(doomed) > 0
-    return doomed, batch_held(cluster, doomed)
+    assert cluster.kill_host(hosts[0]) > 0
+    return hosts[0], batch_held(cluster, hosts[0])
 
 
 def test_losing_a_worker_host_and_a_web_host_under_load_loses_and_duplicates_nothing(cluster: Cluster):
