@@ -96,10 +96,12 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- memcached ---------------------------------------------------------------------------
-# By default the Unix socket of make run's memcached (scripts/memcached.sh) on this host: every
-# write sends it a copy, cheaper through a Unix socket than through TCP on loopback. Servers on
-# other hosts: host:port (keys are hashed across the list).
-MEMCACHED_SERVERS = env_list("MEMCACHED_SERVERS", f"unix:{BASE_DIR}/var/run/memcached/memcached.sock")
+# By default the Unix socket of make run's memcached (scripts/memcached.sh) on this host, in
+# MESSY_RUN_DIR (which scripts/common.sh sets): every write sends it a copy, cheaper through a
+# Unix socket than through TCP on loopback. Servers on other hosts: host:port (keys are hashed
+# across the list).
+MESSY_RUN_DIR = env_str("MESSY_RUN_DIR", str(BASE_DIR / "var" / "run"))
+MEMCACHED_SERVERS = env_list("MEMCACHED_SERVERS", f"unix:{MESSY_RUN_DIR}/memcached/memcached.sock")
 _MEMCACHED_OPTIONS = {
     "connect_timeout": env_float("MEMCACHED_TIMEOUT", 0.2),
     "timeout": env_float("MEMCACHED_TIMEOUT", 0.2),

@@ -15,8 +15,26 @@ export PYTHONUNBUFFERED=1
 # A path from the settings, a relative one taken from the project's root.
 messy_path() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$MESSY_ROOT/$1" ;; esac; }
 
+# Whether user nobody can reach into a folder: memcached and nginx's workers, started by root,
+# run as nobody.
+nobody_can_enter() { [ "$(id -u)" != 0 ] || runuser -u nobody -- test -x "$1" 2>/dev/null; }
+
+# MESSY_RUN_DIR: this host's sockets (web, memcached) and the front door's files. var/run in
+# the checkout, unless root runs a checkout that nobody cannot enter (one under /root, or in a
+# mktemp -d folder): then a folder of its own under /run, which memcached and nginx's workers
+# reach. The settings read it (the default MEMCACHED_SERVERS).
+if [ -z "${MESSY_RUN_DIR:-}" ]; then
+    MESSY_RUN_DIR="$MESSY_ROOT/var/run"
+    if ! nobody_can_enter "$MESSY_ROOT"; then
+        MESSY_RUN_DIR="/run/messy/$(printf '%s' "$MESSY_ROOT" | sha256sum | cut -c1-12)"
+        mkdir -p -m 0755 /run/messy "$MESSY_RUN_DIR"
+    fi
+fi
+MESSY_RUN_DIR="$(messy_path "$MESSY_RUN_DIR")"
+export MESSY_RUN_DIR
+
 # The Unix socket runserver.sh listens on and the front door on this host connects to
-# (MESSY_SOCKET, default var/run/web.sock), or "off".
+# (MESSY_SOCKET, default $MESSY_RUN_DIR/web.sock), or "off".
 web_socket() {
-    if [ "${MESSY_SOCKET:-}" = off ]; then echo off; else messy_path "${MESSY_SOCKET:-var/run/web.sock}"; fi
+    if [ "${MESSY_SOCKET:-}" = off ]; then echo off; else messy_path "${MESSY_SOCKET:-$MESSY_RUN_DIR/web.sock}"; fi
 }

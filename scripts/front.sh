@@ -10,8 +10,16 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-run_dir="${FRONT_RUN_DIR:-$MESSY_ROOT/var/nginx}"
+run_dir="$(messy_path "${FRONT_RUN_DIR:-$MESSY_RUN_DIR/nginx}")"
 mkdir -p "$run_dir"
+static_root="$MESSY_ROOT/staticfiles"
+if ! nobody_can_enter "$static_root"; then
+    # nginx's workers (nobody) serve the static files: a copy where they can read it.
+    rm -rf "$run_dir/static"
+    cp -R "$static_root" "$run_dir/static"
+    chmod -R a+rX "$run_dir/static"
+    static_root="$run_dir/static"
+fi
 user_line=""
 if [ "$(id -u)" = 0 ]; then
     # Workers never run as root; the master creates their temporary folders for them.
@@ -41,7 +49,7 @@ values = {
     "LISTEN": "${FRONT_BIND:-127.0.0.1:8000}",
     "UPSTREAM_SERVERS": """$upstream_servers""".rstrip("\n"),
     "UPSTREAM_TIMEOUT": "${WEB_TIMEOUT:-30}",
-    "STATIC_ROOT": "$MESSY_ROOT/staticfiles",
+    "STATIC_ROOT": "$static_root",
     "WRITE_MAX_BYTES": "${MESSY_WRITE_MAX_BYTES:-32768}",
     "BATCH_MAX_BYTES": "${MESSY_BATCH_MAX_BYTES:-4194304}",
     "IMPORT_MAX_BYTES": "$import_max",

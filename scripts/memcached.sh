@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Messy's own memcached, in the foreground (make run's Procfile starts it): the copies of staged
 # payloads that answer "pending" status reads. It listens on a Unix socket only
-# (MEMCACHED_SOCKET, var/run/memcached/memcached.sock), which the default MEMCACHED_SERVERS
+# (MEMCACHED_SOCKET, $MESSY_RUN_DIR/memcached/memcached.sock), which the default MEMCACHED_SERVERS
 # names: every write sends it a copy, and a send through a Unix socket costs less than through
 # TCP on loopback (single writes measured at 90% of a no-op view's rate with memcached on TCP,
 # 100% on the socket).
@@ -13,7 +13,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-socket="$(messy_path "${MEMCACHED_SOCKET:-var/run/memcached/memcached.sock}")"
+socket="$(messy_path "${MEMCACHED_SOCKET:-$MESSY_RUN_DIR/memcached/memcached.sock}")"
 folder="$(dirname "$socket")"
 user=()
 if [ "$(id -u)" = 0 ]; then
