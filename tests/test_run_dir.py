@@ -19,6 +19,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root's daemons b
 
 @pytest.fixture
 def folder() -> Iterator[Path]:
+    """A folder straight under /tmp: pytest's tmp_path lies under /tmp/pytest-of-root (0700),
+    which nobody cannot enter whatever the test's own folder allows."""
     made = Path(tempfile.mkdtemp(prefix="messy-run-dir-"))
     try:
         yield made
