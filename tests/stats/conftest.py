@@ -84,10 +84,9 @@ def celery_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.
     return Process(command, env, log).popen
 
 
-def stats_worker_start(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def stats_worker_start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """A worker for the "ingest" and "stats" queues, one pool process, started as operators
-    start it (./runworker.sh ingest), logging to `log` (a *.log file). `name` is no longer
-    used (the run script names the Celery node); the callers still pass it."""
+    start it (./runworker.sh ingest), logging to `log` (a *.log file)."""
     assert log.suffix == ".log", log
     return ProcessGroup(env, log.parent).worker(log.stem, role="ingest", concurrency=1).popen
 

@@ -67,7 +67,7 @@ def test_publishing_is_retried_while_s3_is_down_and_resumes_when_it_is_back(
     store([payload("alice", "Austin", "TX", minute)])
     env = {**subprocess_env, "S3_ENDPOINT_URL": own_s3.endpoint, "S3_BUCKET": django_settings.S3_BUCKET}
     log_path = tmp_path / "worker.log"
-    worker = stats_worker_start(f"stats-test-{own_s3.port}", env, log_path)
+    worker = stats_worker_start(env, log_path)
     try:
         own_s3.stop()
         stats_publish.delay()
