@@ -7,7 +7,7 @@ import time
 import pytest
 from django.test import Client
 
-from messages import staging
+from messages import services, staging
 from messages.clients import api_key_digest
 from project.redis import redis_client
 
@@ -52,11 +52,29 @@ def test_over_quota_a_write_gets_429_with_retry_after_and_ratelimit_headers(quot
     assert staging.backlog() == 2
 
 
-def test_the_bucket_refills_over_time(quota, write_client):
+class StoppedClock:
+    """The write path's clock (messages.services.time), stopped where the test starts; the test
+    moves it. On a running clock a slow moment between two writes would refill a token."""
+
+    def __init__(self) -> None:
+        self.ns = time.time_ns()
+
+    def time_ns(self) -> int:
+        return self.ns
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def test_the_bucket_refills_over_time(quota, write_client, monkeypatch):
     quota(rate=20, burst=2)
+    clock = StoppedClock()
+    monkeypatch.setattr(services, "time", clock)
     client = write_client()
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
-    time.sleep(0.12)  # 2.4 tokens' worth, capped at the burst of 2
+    clock.ns += 49_000_000  # less than a token's worth (one each 50 ms)
+    assert write(client).status_code == 429
+    clock.ns += 71_000_000  # 120 ms in all: 2.4 tokens' worth, capped at the burst of 2
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
 
 
