@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -92,6 +93,45 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+class SlowUploads:
+    """`count` slow clients of 127.0.0.1:`port`: each sends a write's headers and the start of
+    its body, then one more byte every few seconds (a phone on a bad network, or slowloris).
+    A server that reads bodies in its own processes waits on each of them; the front door
+    reads them and passes on only complete requests. The trickle stays under nginx's 10 s
+    client_body_timeout, so they stay connected for as long as the context lasts."""
+
+    HEADERS = (
+        b"POST /message/write/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 200\r\n\r\n{"username": '
+    )
+
+    def __init__(self, port: int, count: int, every_seconds: float = 4.0) -> None:
+        self.port, self.count, self.every_seconds = port, count, every_seconds
+        self.clients: list[socket.socket] = []
+        self._done = threading.Event()
+        self._trickle = threading.Thread(target=self._trickle_bytes, daemon=True)
+
+    def __enter__(self) -> "SlowUploads":
+        for _ in range(self.count):
+            client = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            client.sendall(self.HEADERS)
+            self.clients.append(client)
+        self._trickle.start()
+        return self
+
+    def _trickle_bytes(self) -> None:
+        while not self._done.wait(self.every_seconds):
+            for client in self.clients:
+                with contextlib.suppress(OSError):
+                    client.sendall(b" ")
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._trickle.join()
+        for client in self.clients:
+            client.close()
 
 
 # --- the environment of an isolated run ------------------------------------------------------
@@ -314,6 +354,14 @@ class Process:
     def kill9(self) -> None:
         os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(30)
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole group: a test looks at what it holds, and then kills it holding
+        exactly that (a running process could finish its batch in between)."""
+        os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 15) -> None:
         """TERM (a warm shutdown for Celery and gunicorn), then KILL if it lingers."""

@@ -26,19 +26,22 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(stack):
     killed_holding = []
 
     def kill_mid_batch() -> None:
-        """SIGKILL the worker (and its pool processes) while it holds a batch. With no worker
-        alive right after the kill, entries still pending were held by the dead one; if the
-        kill fell between two batches, start another and try again."""
-        for attempt in range(5):
-            deadline = time.monotonic() + 30
-            while pending_in_consumers(stack) == 0 and time.monotonic() < deadline:
+        """SIGKILL the worker (and its pool processes) while it holds a batch: freeze it when
+        entries are pending, and kill it only if they still are (it may have acknowledged them
+        in between); otherwise let it run and look again."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if pending_in_consumers(stack) == 0:
                 time.sleep(0.002)
-            stack.kill(f"doomed-{attempt}" if attempt else "doomed")
+                continue
+            doomed = stack.processes["doomed"]
+            doomed.freeze()
             held = pending_in_consumers(stack)
             if held:
+                stack.kill("doomed")
                 killed_holding.append(held)
                 break
-            stack.start_worker(f"doomed-{attempt + 1}", concurrency=2)
+            doomed.thaw()
         stack.start_worker("replacement", concurrency=2)
 
     result = load_run(stack, singles=2000, batches=40, batch_size=250, during=kill_mid_batch)
