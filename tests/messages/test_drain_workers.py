@@ -13,7 +13,7 @@ from tests.harness import ProcessGroup
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
+def eventually(check: Callable[[], bool], timeout: float = 90) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

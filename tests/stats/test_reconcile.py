@@ -72,7 +72,7 @@ def test_reconcile_fix_repairs_every_difference(minute, subprocess_env):
 
 
 def _fix(start) -> int:
-    start.wait(10)
+    start.wait(60)
     out = StringIO()
     call_command("stats_reconcile", "--fix", stdout=out)
     return len(out.getvalue().splitlines())

@@ -46,7 +46,7 @@ def worker_batches(minute) -> list[list[list[dict]]]:
 
 
 def _drain(start, batches) -> int:
-    start.wait(10)
+    start.wait(60)
     return sum(store(batch) for batch in batches)
 
 
@@ -56,7 +56,7 @@ def erase(username: str) -> int:
 
 
 def _erase_repeatedly(start, usernames) -> int:
-    start.wait(10)
+    start.wait(60)
     return sum(erase(username) for username in usernames for _ in range(3))
 
 

@@ -18,7 +18,7 @@ def test_the_load_test_drives_every_endpoint_without_a_failure(stack, tmp_path):
     stack.start_web()
     stack.start_worker()  # a starting worker publishes the stats, so /stat/get/ redirects
     front = stack.start_front()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # the worker's start (three Django processes on two cores) and its publish
     while requests.get(f"{front}/stat/get/", allow_redirects=False, timeout=10).status_code != 302:
         assert time.monotonic() < deadline, "the stats were not published"
         time.sleep(0.5)

@@ -93,21 +93,22 @@ def test_while_an_erasure_runs_every_import_skips_the_user(s3):
 def test_a_fence_goes_up_only_after_the_import_batches_in_flight_committed():
     erasure = erasure_job_create(USER)
     holding = threading.Event()
+    committing: list[float] = []
 
     def batch_in_flight() -> None:
         with transaction.atomic():
             fence_lock_shared()
             holding.set()
             time.sleep(0.5)
+            committing.append(time.monotonic())  # the lock goes with the commit, just after
 
     thread = threading.Thread(target=batch_in_flight)
     thread.start()
     assert holding.wait(5)
-    started = time.monotonic()
     erasure_fence_raise(erasure)
-    waited = time.monotonic() - started
+    raised = time.monotonic()
     thread.join()
-    assert waited >= 0.3
+    assert committing and raised >= committing[0], "the fence went up while the batch held its lock"
     assert ErasureFence.objects.filter(erasure=erasure).count() == 1
     erasure_fence_raise(erasure)  # a resumed run raises it again: still one
     assert ErasureFence.objects.filter(erasure=erasure).count() == 1

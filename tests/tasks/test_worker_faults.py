@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from django.conf import settings as django_settings
 
 from messages import staging
 from messages.models import Message
@@ -36,7 +35,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def kill_mid_run_and_resume(workers, job_id: str, progressed: Callable[[Job], bool], **env: str) -> Job:
+def kill_mid_run_and_resume(workers, settings, job_id: str, progressed: Callable[[Job], bool], **env: str) -> Job:
     """Run the job on a worker, kill -9 it once `progressed`, then let recovery hand the job to
     a second worker; return the finished job."""
     first = workers(**WORKER_ENV, **env)
@@ -46,13 +45,13 @@ def kill_mid_run_and_resume(workers, job_id: str, progressed: Callable[[Job], bo
     assert died.status == "running", "the job finished before the worker was killed; make it longer"
     workers(**WORKER_ENV, **env)
     time.sleep(STALE_SECONDS + 0.5)
-    django_settings.MESSY_JOB_STALE_SECONDS = STALE_SECONDS
+    settings.MESSY_JOB_STALE_SECONDS = STALE_SECONDS  # pytest-django's fixture: undone after the test
     assert services.jobs_recover() == 1  # what the beat schedule does twice a minute
     wait_for(lambda: job_state(job_id).is_finished, 180, "the resumed job to finish")
     return job_state(job_id)
 
 
-def test_an_import_whose_worker_is_killed_mid_file_ends_exactly_as_if_it_had_not_died(s3, api, workers):
+def test_an_import_whose_worker_is_killed_mid_file_ends_exactly_as_if_it_had_not_died(s3, api, workers, settings):
     lines: list = rows(60_000)
     bad = range(500, 60_000, 1000)  # 0-based positions of the bad records
     for position in bad:
@@ -61,7 +60,7 @@ def test_an_import_whose_worker_is_killed_mid_file_ends_exactly_as_if_it_had_not
     job_id = response.json()["id"]
 
     job = kill_mid_run_and_resume(
-        workers, job_id, lambda job: job.checkpoint.get("records", 0) >= 3000, MESSY_IMPORT_BATCH_SIZE="300"
+        workers, settings, job_id, lambda job: job.checkpoint.get("records", 0) >= 3000, MESSY_IMPORT_BATCH_SIZE="300"
     )
 
     assert (job.status, job.attempts) == ("succeeded", 1)
@@ -80,7 +79,9 @@ def test_an_import_whose_worker_is_killed_mid_file_ends_exactly_as_if_it_had_not
     assert [error["line"] for error in report["errors"]] == [position + 1 for position in bad]
 
 
-def test_an_erasure_whose_worker_is_killed_mid_way_ends_exactly_as_if_it_had_not_died(api, workers, artifacts_dir):
+def test_an_erasure_whose_worker_is_killed_mid_way_ends_exactly_as_if_it_had_not_died(
+    api, workers, settings, artifacts_dir
+):
     user = "mallory-to-erase"
     for start in range(0, 30_000, 5000):
         store(
@@ -94,7 +95,9 @@ def test_an_erasure_whose_worker_is_killed_mid_way_ends_exactly_as_if_it_had_not
     response = api.post("/tasks/erase/", {"username": user}, content_type="application/json")
     job_id = response.json()["id"]
 
-    job = kill_mid_run_and_resume(workers, job_id, lambda job: job.progress_done >= 3000, MESSY_ERASE_BATCH_SIZE="200")
+    job = kill_mid_run_and_resume(
+        workers, settings, job_id, lambda job: job.progress_done >= 3000, MESSY_ERASE_BATCH_SIZE="200"
+    )
 
     assert (job.status, job.attempts, job.subject) == ("succeeded", 1, "")
     assert job.result == {"messages_erased": 30_000, "staged_erased": 5}
