@@ -18,7 +18,18 @@ PUBLISH_MAX_RETRIES = 7
 _BACKOFF_MAX_SECONDS = 30
 
 
-@shared_task(bind=True, name="stats.publish", max_retries=PUBLISH_MAX_RETRIES, soft_time_limit=50, time_limit=60)
+# Killed before its lease on the minute lapses (stats.services.publish), so two publishes of one
+# minute never overlap; a publish takes milliseconds, and S3 calls time out in seconds.
+_PUBLISH_TIME_LIMIT = publish.PUBLISH_LEASE_SECONDS - 5
+
+
+@shared_task(
+    bind=True,
+    name="stats.publish",
+    max_retries=PUBLISH_MAX_RETRIES,
+    soft_time_limit=_PUBLISH_TIME_LIMIT - 5,
+    time_limit=_PUBLISH_TIME_LIMIT,
+)
 def stats_publish(self: Any, force: bool = False) -> dict[str, Any]:
     """Publish the stats blob. Safe to run twice or from two beats: the service publishes at
     most once per minute. Errors that can pass (project.errors) are retried with backoff; any

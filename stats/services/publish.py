@@ -21,9 +21,15 @@ logger = logging.getLogger(__name__)
 # Every presigned URL is different (it carries its signing time), so a cache keyed on the URL
 # rarely sees it twice; a minute matches how often the blob changes.
 BLOB_CACHE_CONTROL = "private, max-age=60"
-# A minute's claim outlives the minute, so a late duplicate (a second beat, a redelivered
-# task) still finds it.
-_CLAIM_TTL_SECONDS = 120
+# A publisher holds its minute's claim for at most this long. The publish task's hard time
+# limit (stats.tasks) is shorter, so a publisher still running never loses it. The claim of a
+# publisher that died (its host lost mid-publish, in the minute's first seconds, when the beat
+# sends) lapses before the minute's second half, where one of the beat's catch-up sends (every
+# 30 s, stats migration 0007) always falls and publishes the minute.
+PUBLISH_LEASE_SECONDS = 20
+# A published minute's claim says so past the minute's end, so a late duplicate (a second beat,
+# a redelivered task, a catch-up) still finds it.
+_PUBLISHED_TTL_SECONDS = 120
 
 # Deletes the claim only if it is still ours.
 _CLAIM_RELEASE = """
@@ -74,7 +80,8 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     """Build the blob from the rollups and upload it to S3, then record in Redis that it is
     there. Runs at most once per calendar minute across every beat and worker: the minute is
     claimed with SET NX first, and a second caller in the same minute returns at once with
-    published=False. `force` skips the claim (an operator's republish).
+    published=False. The claim is a lease (PUBLISH_LEASE_SECONDS) until the blob is out, then
+    it marks the minute published. `force` skips the claim (an operator's republish).
 
     When building or uploading fails the claim is released, so a retry in the same minute can
     publish, and the error propagates (botocore, redis or database errors): the task decides
@@ -84,7 +91,7 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     client = redis_client()
     claim_key = publish_claim_key(now.replace(second=0, microsecond=0))
     token = uuid.uuid4().hex
-    if not force and not client.set(claim_key, token, nx=True, ex=_CLAIM_TTL_SECONDS):
+    if not force and not client.set(claim_key, token, nx=True, ex=PUBLISH_LEASE_SECONDS):
         return PublishOutcome(published=False)
     try:
         top_users_rebuild_if_stale()
@@ -95,7 +102,13 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
             client.eval(_CLAIM_RELEASE, 1, claim_key, token)
         raise
     marker = {"generated_at": blob["generated_at"], "key": settings.STATS_BLOB_KEY}
-    client.set(published_marker_key(), json.dumps(marker))
+    # Two keys, perhaps on two Redis Cluster slots: no MULTI. Lost between the two, the claim
+    # lapses and a catch-up publishes the minute again, which is harmless.
+    pipe = client.pipeline(transaction=False)
+    pipe.set(published_marker_key(), json.dumps(marker))
+    if not force:
+        pipe.set(claim_key, "published", ex=_PUBLISHED_TTL_SECONDS)
+    pipe.execute()
     logger.info("published stats blob generated at %s", blob["generated_at"])
     return PublishOutcome(published=True, generated_at=blob["generated_at"])
 

@@ -1,5 +1,8 @@
 import json
 import multiprocessing
+import os
+import signal
+import time
 from datetime import timedelta
 
 import pytest
@@ -46,6 +49,40 @@ def test_a_second_publish_in_the_same_minute_does_nothing_and_the_next_minute_pu
 
     assert publish.stats_publish(now=minute + timedelta(minutes=1)).published
     assert blob_in_s3()[0]["totals"]["messages"] == 1
+
+
+def test_a_published_minute_stays_marked_past_its_end_so_late_duplicates_do_nothing(stats_bucket, minute):
+    assert publish.stats_publish(now=minute).published
+    claim = publish.publish_claim_key(minute.replace(second=0))
+    assert redis_client().get(claim) == b"published"
+    assert redis_client().ttl(claim) > 60
+
+
+def _publish_and_die_uploading(now):
+    """A publisher whose host is lost while it uploads: SIGKILL, nothing cleaned up."""
+    publish._blob_upload = lambda body: os.kill(os.getpid(), signal.SIGKILL)
+    publish.stats_publish(now=now)
+
+
+def test_a_minute_whose_publisher_died_mid_publish_is_published_once_its_lease_lapses(
+    stats_bucket, minute, monkeypatch
+):
+    monkeypatch.setattr(publish, "PUBLISH_LEASE_SECONDS", 2)
+    start = minute.replace(second=0)
+    connections.close_all()  # the publisher's process opens its own
+    context = multiprocessing.get_context("fork")
+    publisher = context.Process(target=_publish_and_die_uploading, args=(start + timedelta(seconds=1),))
+    publisher.start()
+    publisher.join(60)
+    assert publisher.exitcode == -signal.SIGKILL
+    claim = publish.publish_claim_key(start)
+    left = redis_client().pttl(claim)
+    assert redis_client().get(claim) != b"published" and 0 < left <= 2000, "a claim with a lease, left behind"
+
+    time.sleep(left / 1000 + 0.1)
+    assert publish.stats_publish(now=start + timedelta(seconds=40)).published  # the minute's catch-up
+    assert not publish.stats_publish(now=start + timedelta(seconds=41)).published
+    assert blob_in_s3()[0]["generated_at"] == "2026-11-25T12:34:40.000Z"
 
 
 def test_a_forced_publish_ignores_the_minute_already_published(stats_bucket, minute):

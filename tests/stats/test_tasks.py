@@ -8,6 +8,7 @@ from django_celery_beat.models import PeriodicTask
 
 from project.storage import s3_client
 from stats import selectors
+from stats.services import publish
 from stats.tasks import publish_when_a_worker_starts, stats_publish
 from tests.conftest import queued_tasks
 from tests.stats.conftest import payload, publish_schedule_migrated, stats_worker_start, store
@@ -15,13 +16,15 @@ from tests.stats.conftest import payload, publish_schedule_migrated, stats_worke
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_migration_schedules_the_publish_every_minute_on_the_stats_queue():
+def test_a_migration_schedules_the_publish_every_minute_and_a_catch_up_every_30_s_on_the_stats_queue():
     publish_schedule_migrated()
 
-    task = PeriodicTask.objects.get(task="stats.publish")
+    every_minute = PeriodicTask.objects.get(name="stats: publish the blob")
+    catch_up = PeriodicTask.objects.get(name="stats: publish a minute whose publisher died")
 
-    assert task.enabled and task.queue == "stats" and task.interval is None
-    crontab = task.crontab
+    assert {every_minute.task, catch_up.task} == {"stats.publish"}
+    assert every_minute.enabled and every_minute.queue == "stats" and every_minute.interval is None
+    crontab = every_minute.crontab
     assert (crontab.minute, crontab.hour, crontab.day_of_month, crontab.month_of_year, crontab.day_of_week) == (
         "*",
         "*",
@@ -29,6 +32,12 @@ def test_a_migration_schedules_the_publish_every_minute_on_the_stats_queue():
         "*",
         "*",
     )
+    assert catch_up.enabled and catch_up.queue == "stats" and catch_up.crontab is None
+    assert catch_up.interval.schedule.run_every.total_seconds() == 30
+    # Every send in a minute's second half comes after a dead publisher's lease has lapsed.
+    assert publish.PUBLISH_LEASE_SECONDS < 30
+    # The task is killed before its lease lapses: two publishes of a minute never overlap.
+    assert stats_publish.time_limit is not None and stats_publish.time_limit < publish.PUBLISH_LEASE_SECONDS
 
 
 def test_the_publish_task_publishes_and_reports_it(stats_bucket):
