@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from celery.utils.time import get_exponential_backoff_interval
 
@@ -37,7 +38,9 @@ def stats_publish(self: Any, force: bool = False) -> dict[str, Any]:
     try:
         outcome = publish.stats_publish(force=force)
     except Exception as exc:
-        if not error_is_transient(exc) or self.request.retries >= PUBLISH_MAX_RETRIES:
+        # Cut off by its time limit: S3 slower than its timeouts, which passes like an outage.
+        passes = error_is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded)
+        if not passes or self.request.retries >= PUBLISH_MAX_RETRIES:
             logger.error("stats publish failed for good: %r", exc)
             raise
         countdown = get_exponential_backoff_interval(1, self.request.retries, _BACKOFF_MAX_SECONDS)

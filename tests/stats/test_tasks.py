@@ -3,6 +3,7 @@ import time
 from pathlib import Path
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings as django_settings
 from django_celery_beat.models import PeriodicTask
 
@@ -58,6 +59,25 @@ def test_an_upload_that_s3_refuses_is_not_retried(stats_bucket, settings, caplog
     assert "InvalidBucketName" in str(result.result)
     messages = [record.getMessage() for record in caplog.records if record.name == "stats.tasks"]
     assert len(messages) == 1 and messages[0].startswith("stats publish failed for good"), messages
+
+
+def test_a_publish_cut_off_by_its_time_limit_is_retried(stats_bucket, monkeypatch, caplog):
+    """Celery raises SoftTimeLimitExceeded in the task when S3 is slower than the limit."""
+    upload, uploads = publish._blob_upload, []
+
+    def too_slow_once(body: bytes) -> None:
+        uploads.append(body)
+        if len(uploads) == 1:
+            raise SoftTimeLimitExceeded()
+        upload(body)
+
+    monkeypatch.setattr(publish, "_blob_upload", too_slow_once)
+
+    result = stats_publish.apply()
+
+    assert result.successful() and result.get()["published"], result.result
+    messages = [record.getMessage() for record in caplog.records if record.name == "stats.tasks"]
+    assert messages[0].startswith("stats publish failed (SoftTimeLimitExceeded()); retry 1 of 7"), messages
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
