@@ -159,7 +159,8 @@ def test_while_running_the_page_shows_times_elapsed_rate_and_time_left(live_serv
     # Read together: the page redraws every second, and a slow machine may take seconds to get
     # here, so the times are checked against each other, not against the 30 s they started at.
     elapsed, eta = tab.js("['elapsed', 'eta'].map((id) => document.getElementById(id).textContent)")
-    assert 30 <= shown_seconds(elapsed) < 120, elapsed
+    # The page's clock is the server's to the second (from the Date header): 30 s may show as 29.
+    assert 29 <= shown_seconds(elapsed) < 120, elapsed
     assert (
         eta.startswith("about ") and abs(shown_seconds(eta.removeprefix("about ")) - 3 * shown_seconds(elapsed)) <= 3
     ), (
