@@ -6,6 +6,7 @@ import logging
 import pytest
 
 from project import deferred
+from tests.clock import StoppedClock
 
 
 @pytest.fixture
@@ -13,20 +14,11 @@ def sent() -> list[dict[str, bytes]]:
     return []
 
 
-class Clock:
-    """project.deferred's clock, which the tests move: on a running one, a slow moment between
-    two lines could make what is held overdue."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    made = Clock()
+def clock(monkeypatch) -> StoppedClock:
+    """project.deferred's clock, stopped: on a running one, a slow moment between two lines
+    could make what is held overdue."""
+    made = StoppedClock(1000.0)
     monkeypatch.setattr(deferred, "time", made)
     return made
 
@@ -59,10 +51,10 @@ def test_held_items_go_out_together_once_the_group_is_full(buffer, sent):
 def test_before_a_request_only_what_has_waited_max_age_is_sent(buffer, sent, clock):
     deferred.enable()
     buffer.add({"a": b"1"})
-    clock.now += 0.049
+    clock.advance(0.049)
     deferred.flush_overdue()
     assert sent == []
-    clock.now += 0.002
+    clock.advance(0.002)
     deferred.flush_overdue()
     assert sent == [{"a": b"1"}]
 
@@ -96,7 +88,7 @@ def test_a_waiting_server_knows_how_long_until_what_it_holds_is_due(buffer, cloc
     deferred.enable()
     assert deferred.seconds_until_due() is None
     buffer.add({"a": b"1"})
-    clock.now += 0.02
+    clock.advance(0.02)
     assert deferred.seconds_until_due() == pytest.approx(0.03)
-    clock.now += 0.04
+    clock.advance(0.04)
     assert deferred.seconds_until_due() == 0

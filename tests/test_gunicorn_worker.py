@@ -16,6 +16,7 @@ from gunicorn.glogging import Logger
 
 from project import gunicorn_worker
 from project.gunicorn_worker import ResponseSocket, SyncWorker
+from tests.clock import StoppedClock
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -144,29 +145,29 @@ def test_what_is_held_goes_out_before_any_other_use_of_the_socket():
         assert client.recv(100) == b"then straight through"
 
 
-def heartbeats(monkeypatch, timeout: float) -> tuple[SyncWorker, list[float], list[float]]:
-    """A worker on a clock the test moves (now[0]), and the times its heartbeat file was refreshed."""
-    now = [1000.0]
-    monkeypatch.setattr(gunicorn_worker.time, "monotonic", lambda: now[0])
+def heartbeats(monkeypatch, timeout: float) -> tuple[SyncWorker, StoppedClock, list[float]]:
+    """A worker on a clock the test moves, and the times its heartbeat file was refreshed."""
+    clock = StoppedClock(1000.0)
+    monkeypatch.setattr(gunicorn_worker, "time", clock)
     worker = worker_for(answering("200 OK", []), timeout=timeout)
     refreshed: list[float] = []
-    monkeypatch.setattr(worker.tmp, "notify", lambda: refreshed.append(now[0]))
-    return worker, now, refreshed
+    monkeypatch.setattr(worker.tmp, "notify", lambda: refreshed.append(clock.monotonic()))
+    return worker, clock, refreshed
 
 
 def test_the_heartbeat_is_refreshed_at_most_once_a_heartbeat_period(monkeypatch):
-    worker, now, refreshed = heartbeats(monkeypatch, timeout=15)
+    worker, clock, refreshed = heartbeats(monkeypatch, timeout=15)
     for _ in range(100):
         worker.notify()
     assert refreshed == [1000.0]
-    now[0] += gunicorn_worker.HEARTBEAT_SECONDS
+    clock.advance(gunicorn_worker.HEARTBEAT_SECONDS)
     worker.notify()
     assert refreshed == [1000.0, 1000.0 + gunicorn_worker.HEARTBEAT_SECONDS]
 
 
 def test_a_short_timeout_gets_a_heartbeat_well_within_it(monkeypatch):
-    worker, now, refreshed = heartbeats(monkeypatch, timeout=1)  # --timeout 2
+    worker, clock, refreshed = heartbeats(monkeypatch, timeout=1)  # --timeout 2
     worker.notify()
-    now[0] += 0.5
+    clock.advance(0.5)
     worker.notify()
     assert refreshed == [1000.0, 1000.5]

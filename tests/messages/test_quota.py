@@ -10,6 +10,7 @@ from django.test import Client
 from messages import services, staging
 from messages.clients import api_key_digest
 from project.redis import redis_client
+from tests.clock import StoppedClock
 
 GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
@@ -52,29 +53,17 @@ def test_over_quota_a_write_gets_429_with_retry_after_and_ratelimit_headers(quot
     assert staging.backlog() == 2
 
 
-class StoppedClock:
-    """The write path's clock (messages.services.time), stopped where the test starts; the test
-    moves it. On a running clock a slow moment between two writes would refill a token."""
-
-    def __init__(self) -> None:
-        self.ns = time.time_ns()
-
-    def time_ns(self) -> int:
-        return self.ns
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-
 def test_the_bucket_refills_over_time(quota, write_client, monkeypatch):
     quota(rate=20, burst=2)
+    # The write path's clock, stopped: on a running one, a slow moment between two writes
+    # would refill a token.
     clock = StoppedClock()
     monkeypatch.setattr(services, "time", clock)
     client = write_client()
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
-    clock.ns += 49_000_000  # less than a token's worth (one each 50 ms)
+    clock.advance(0.049)  # less than a token's worth (one each 50 ms)
     assert write(client).status_code == 429
-    clock.ns += 71_000_000  # 120 ms in all: 2.4 tokens' worth, capped at the burst of 2
+    clock.advance(0.071)  # 120 ms in all: 2.4 tokens' worth, capped at the burst of 2
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
 
 

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-import types
 from urllib.parse import urlencode
 
 import pytest
@@ -25,6 +24,7 @@ from project.redis import key
 from stats.models import UserCount
 from tasks import erasing, selectors, services
 from tasks.models import Job
+from tests.clock import StoppedClock
 from tests.conftest import queued_messages, queued_tasks
 from tests.tasks.conftest import assert_rollups_exact, payload, store
 
@@ -146,7 +146,7 @@ def test_erasures_are_rate_limited_by_a_counter_every_worker_shares(api, setting
     settings.MESSY_ERASE_RATE_PER_MINUTE = 1
     # Half a minute into a minute that stays: a real one could turn between the two erasures.
     minute_middle = (time.time() // 60) * 60 + 30
-    monkeypatch.setattr(erasing, "time", types.SimpleNamespace(time=lambda: minute_middle))
+    monkeypatch.setattr(erasing, "time", StoppedClock(minute_middle))
     first, second = erase(api, "u1"), erase(api, "u2")
     assert services.job_run(first) == "succeeded"
     assert services.job_run(second) == "deferred"
