@@ -3,7 +3,7 @@
 #               + Messy's own Redis servers + local S3
 #   make test   the whole test suite against real PostgreSQL, Redis, memcached and a local S3 server
 #   make lint   ruff (lint + format check) and mypy
-#   make bench  the benchmarks (not tests): accept rate, latency, batch rate, persist rate, publish time
+#   make bench  the benchmarks (not tests); appends to bench/results.jsonl, rebuilds docs/benchmarks.md
 #   make test-cluster   only the multi-host test (network namespaces, root; make test runs it too)
 #   make bench-hosts    persist rate with 1, 2 and 3 worker hosts on that cluster (root)
 #   make loadtest  Locust against make run (LOADTEST_SECONDS, LOADTEST_USERS): rates, p50/p99, failures
@@ -77,6 +77,7 @@ bench-hosts: install
 bench: migrate
 	./scripts/services.sh wrk hey
 	./scripts/bench.sh $(BENCH_ARGS)
+	$(PY) -m bench.report
 
 # Locust (loadtest/locustfile.py), headless, against a running `make run` (its front door):
 # LOADTEST_USERS clients of about 10 requests a second each, for LOADTEST_SECONDS, then the

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import redis
 
-from bench import cpu, end_to_end, publish
+from bench import cpu, end_to_end, publish, results
 from bench.http import MESSAGE, hey_latency, wrk_rate
 from tests.harness import (
     BENCH,
@@ -119,6 +119,7 @@ def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, 
     rates = {name: rate for name, (rate, _) in alternated(urls, body, seconds, empty_backlog=True).items()}
     processes.processes.pop("web-quota-off").stop()
     writes, noops = rates["on"] / rates["off"], rates["on, no-op"] / rates["off, no-op"]
+    results.record("quota_own_share", writes / noops)
     report(
         "per-client quota check: accept rate on / off",
         f"{rates['on']:,.0f} / {rates['off']:,.0f} req/s = {writes:.1%}; the same servers' no-op views"
@@ -167,11 +168,17 @@ def main() -> None:
         report("no-op Django view (same server)", f"{noop_rate:,.0f} req/s")
         report("single-message accept rate (lean)", f"{write_rate:,.0f} req/s ({write_errors} non-2xx)")
         report("  the same through Django's view", f"{django_rate:,.0f} req/s ({django_errors} non-2xx)")
+        results.record("noop_rate", noop_rate)
+        results.record("write_rate", write_rate)
+        results.record("django_rate", django_rate)
+        results.record("write_noop_ratio", write_rate / noop_rate)
+        results.record("django_noop_ratio", django_rate / noop_rate)
         report("accept rate / no-op rate (lean)", f"{write_rate / noop_rate:.0%} (target: at least 100%)")
         report("  through Django's view", f"{django_rate / noop_rate:.0%}")
         cpu_breakdown(report, processes, base, single, args.seconds)
         for name, path, rate in (("lean", "write", write_rate), ("Django", "django/write", django_rate)):
             latency = hey_latency(f"{base}/message/{path}/", single, rate / 2, args.seconds)
+            results.record(f"{path.replace('/', '_')}_p99_ms", latency["p99"])
             report(
                 f"latency at half load ({name})",
                 f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms at {latency['rate']:,.0f} req/s"
@@ -184,6 +191,7 @@ def main() -> None:
             redis_reset(BENCH)  # the staged backlog so far, so the batches are measured alone
             rate, errors = wrk_rate(f"{base}/message/{path}/", batch, args.seconds, connections=8)
             batch_rates[name] = rate * batch_size
+            results.record("batch_rate" if name == "lean" else "django_batch_rate", rate * batch_size)
             report(
                 f"batch accept rate ({batch_size} per request, {name})",
                 f"{rate * batch_size:,.0f} messages/s ({errors} non-2xx) (target: at least 50,000)",
@@ -211,6 +219,8 @@ def main() -> None:
         check=True,
     ).stdout
     persisted = json.loads(output.strip().splitlines()[-1])
+    results.record("persist_rate", persisted["rate"])
+    results.record("copy_ceiling", persisted["copy_ceiling"])
     report(
         "persist rate, one worker process",
         f"{persisted['rate']:,.0f} messages/s ({persisted['stored']:,} in {persisted['seconds']:.1f} s,"
@@ -229,6 +239,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
     print(f"\nwritten to {Path(RESULTS / 'latest.txt').relative_to(ROOT)}")
+    results.run_append(results.RESULTS_FILE, results.figures)
+    print(f"appended to {results.RESULTS_FILE.relative_to(ROOT)}")
 
 
 def cpu_breakdown(report: Reporter, processes: ProcessGroup, base: str, body: str, seconds: int) -> None:
@@ -304,6 +316,7 @@ def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: i
         {"direct": f"{base}/message/write/", "front": f"{front}/message/write/"}, body, seconds, empty_backlog=True
     )
     (direct_rate, _), (front_rate, front_errors) = rates["direct"], rates["front"]
+    results.record("front_direct_ratio", front_rate / direct_rate)
     report(
         "accept rate through the front door / direct",
         f"{front_rate:,.0f} / {direct_rate:,.0f} req/s = {front_rate / direct_rate:.0%}"
@@ -312,6 +325,7 @@ def front_door(report: Reporter, processes: ProcessGroup, base: str, web_port: i
     # Slow clients: the front door reads their bodies, so the web processes never wait on them.
     with SlowUploads(port, SLOW_CLIENTS):
         latency = hey_latency(f"{front}/message/write/", body, front_rate / 2, seconds)
+    results.record("front_slow_p99_ms", latency["p99"])
     report(
         f"front door at half load, {SLOW_CLIENTS} slow uploads",
         f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms at {latency['rate']:,.0f} req/s"
@@ -354,6 +368,7 @@ def append_fsync_always(
             wrk_rate(f"{url}/message/write/", single, args.seconds)[0],
             wrk_rate(f"{url}/message/batch/", batch, args.seconds, connections=8)[0] * batch_size,
         )
+    results.record("fsync_always_single_ratio", rates["always"][0] / rates["everysec"][0])
     report(
         "single writes, appendfsync always / everysec",
         f"{rates['always'][0]:,.0f} / {rates['everysec'][0]:,.0f} req/s"

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from bench import results
 from bench.http import MESSAGE, hey_latency, wrk_rate
 from tests.harness import BENCH, ProcessGroup, db_connect, redis_reset, tables_reset
 
@@ -71,6 +72,9 @@ def run(
         worker.stop()
     stored, p50, p99 = _delays()
     third = max(1, len(backlog) // 3)
+    results.record("end_to_end_p50_s", p50)
+    results.record("end_to_end_p99_s", p99)
+    results.record("end_to_end_backlog_max", max(backlog, default=0))
     report("end to end: web + one ingest worker, peak", f"{peak:,.0f} req/s accepted while the worker stores them")
     report(
         f"  steady load at {load_fraction:.0%} of that peak",

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from bench import results
 from tests.harness import BENCH, ROOT, S3Server, database_create, database_drop, tables_truncate_sql
 
 # The benchmark's namespace, with a database of its own, dropped after the run.
@@ -71,6 +72,8 @@ def run(report: Callable[[str, str], None]) -> None:
         s3.close()
     figures = json.loads(output.strip().splitlines()[-1])
     small, large = (figures[str(size)] for size in SIZES)
+    results.record("publish_small_s", small["median"])
+    results.record("publish_large_s", large["median"])
     for size, figure in ((SIZES[0], small), (SIZES[1], large)):
         report(
             f"stats publish at {size:,} messages",
