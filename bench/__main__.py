@@ -1,34 +1,10 @@
-"""`make bench`: every figure the README quotes, from one run on one server configuration.
-
-  single-message accept rate vs a no-op Django view on the same gunicorn, and their ratio: the
-    lean handler (messages.lean, the write paths) and Django's view of the same endpoint
-    (/message/django/write/, routed with MESSY_BENCH_ENDPOINTS), one after the other
-  CPU per request under that load, by process (web, Redis, memcached, the whole machine), for
-    the no-op view and the lean write (bench/cpu.py)
-  p50/p99 latency of single writes at half each one's measured peak
-  batch accept rate in messages/s, lean and through Django
-  persist rate of one worker process in messages/s (rollups included)
-  stats publish time at 10 thousand and 10 million messages (bench/publish.py)
-  the accept rate through the front door (nginx) against the same gunicorn directly, and the
-    latency of writes through it at half its peak while 200 slow clients trickle their uploads
-  single and batch accept rates with Redis's appendfsync always against everysec
-  single-message accept rate with the per-client quota check against without (MESSY_QUOTA_RATE=0),
-    with the two servers' no-op views as the control
-  end to end: web and one ingest worker under 80% of the peak accept rate for 60 s: backlog
-  and accept-to-stored delay (bench/end_to_end.py)
-
-Redis is the project's own (scripts/bench.sh starts it with deploy/redis.conf: append-only
-file, fsync every second), as make run runs it.
-
-The web server is the production one (runserver.sh: gunicorn, sync workers, WEB_PROCESSES),
-with the access log off for both views. No worker runs while accept rates are measured, so
-the web tier is measured alone; the persist rate is measured alone too. Options:
-  --seconds N   length of each HTTP measurement (default 10); a comparison gives each of its
-                endpoints three times that, in turns of TURN_SECONDS
-  --persist N   messages staged for the persist measurement (default 200000)
-  --skip-publish
-  --end-to-end-seconds N   (default 60; 0 skips it)
-  --in-process  only where a single write's CPU goes inside its web process (bench/inprocess.py)
+"""`make bench`: every figure of docs/benchmarks.md, from one run on one server configuration,
+against the project's own Redis (scripts/bench.sh), the production web server, no worker
+running while accept rates are measured. At the end of a full run the figures are appended to
+bench/results.jsonl (bench/results.py). Options: --seconds N (each measurement; a comparison
+gives each endpoint three times that, in turns), --persist N, --skip-publish,
+--end-to-end-seconds N (0 skips it), --in-process (bench/inprocess.py only).
+Documented in docs/benchmarks.md.
 """
 
 import argparse
@@ -71,11 +47,9 @@ UNBOUND_QUOTA = "1000000000"
 # clients holding connections open.
 SLOW_CLIENTS = 200
 
-# Each comparison (no-op / lean / Django; front / direct; quota on / off) measures its endpoints in
-# turns of TURN_SECONDS, one after the other, until each has had three times --seconds: this
-# machine's speed drifts by ±10% within seconds, and the shorter the turns, the more evenly that
-# drift falls on every endpoint. (Turns of 10 s, three apiece, spread a write / no-op ratio over
-# 98.6 to 105.0% in four runs of the same build; turns of 2 s, over 99.6 to 102.8%.)
+# Each comparison measures its endpoints in short alternating turns until each has had three
+# times --seconds, so the machine's drift in speed falls evenly on every endpoint.
+# Documented in docs/benchmarks.md.
 TURN_SECONDS = 2
 
 
@@ -102,10 +76,9 @@ def quota_cost(report: Reporter, processes: ProcessGroup, base: str, body: str, 
     (quotas on) against a second server of the same size with MESSY_QUOTA_RATE=0, measured
     alternately in the same run, each turn on an emptied backlog.
 
-    Two gunicorns of the same code differ by a few percent on this machine (their no-op views
-    have measured 95% to 105% of each other side by side), as much as the check costs. So their
-    no-op views are measured in the same turns, and the check's own share is the write ratio
-    over the no-op ratio (what the quota does not touch)."""
+    Two gunicorns of the same code differ by about as much as the check costs
+    (docs/benchmarks.md), so their no-op views are measured in the same turns, and the check's
+    own share is the write ratio over the no-op ratio (what the quota does not touch)."""
     port = free_port()
     processes.web(port, web, name="web-quota-off", MESSY_QUOTA_RATE="0")
     off = f"http://127.0.0.1:{port}"

@@ -1,14 +1,8 @@
-"""Where a single write's time goes inside its web process: CPU time per request
-(time.process_time: user and system time of this process alone) of the project's WSGI
-application called directly, without a server, for the no-op Django view and for the lean
-write (its memcached copies sent in groups, as runserver.sh's web server sends them, and each
-on its own); then the lean write again without its memcached copy, and without its Redis call too
-(the staging step answered in-process), so that the differences are what those two calls cost
-the web process. The best of ROUNDS rounds of REQUESTS requests each.
+"""Where a single write's CPU time goes inside its web process: the WSGI application called
+directly (no server) for the no-op view and the lean write, then the write without its
+memcached copy and without its Redis call, so the differences are what those calls cost.
 
-Run by `./scripts/bench.sh --in-process` (against the benchmark's Redis and a memcached of its
-own on a Unix socket, as make run connects them). The Redis and memcached processes' own CPU is
-not in these figures: it is paid by those processes.
+Run by `./scripts/bench.sh --in-process`. Documented in docs/benchmarks.md.
 """
 
 import io

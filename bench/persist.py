@@ -1,15 +1,10 @@
 """Persist rate of one worker process: stage N messages, then drain them in this one process
 through the same service a Celery worker runs (COPY, idempotent insert, rollups), beside the
-COPY ceiling of the same process.
+COPY ceiling of the same process (the same rows COPYed into a table like message).
 
-The COPY ceiling: the same N rows, already rendered as COPY text, COPYed by psycopg2 into a
-scratch table made `LIKE message INCLUDING ALL` (a regular, logged table with the message
-table's columns, primary key and indexes, as they are now), one transaction per batch of
-MESSY_DRAIN_BATCH_SIZE rows like the drain's, then dropped. It is what one process could store
-with no staging, no decoding, no dedup and no rollups: the persist rate's share of it is the
-figure that says how much the drain spends on top of the database's own work.
-
-Run inside the bench environment: `python -m bench.persist N`; prints one JSON line."""
+Run inside the bench environment: `python -m bench.persist N`; prints one JSON line.
+Documented in docs/benchmarks.md.
+"""
 
 import io
 import json

@@ -1,5 +1,5 @@
 """Messy under load, as its clients use it (`make loadtest`: headless, against `make run`'s front
-door at http://127.0.0.1:8000; README, "Load test").
+door at http://127.0.0.1:8000; docs/operations.md, "Load test").
 
 Each simulated client makes about LOADTEST_USER_RATE requests a second (default 10), in these
 proportions:

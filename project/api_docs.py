@@ -1,7 +1,7 @@
 """The API's description: the OpenAPI document (project/openapi.yaml) and a page rendering it.
 
 The document is a data file kept beside the code and checked against it by
-tests/test_api_schema.py; it is read once per process.
+tests/test_api_schema.py; it is read once per process. Documented in docs/api.md.
 """
 
 import functools

@@ -1,11 +1,9 @@
 """Settings as the write path reads them: at the cost of a plain attribute.
 
-django.conf.settings is a lazy proxy: every attribute read runs Python code of its own (about
-half a microsecond, most of it an attribute lookup that fails inside getattr), and a single
-write reads about twenty settings. `cached_settings` keeps each value after its first read, so
-later reads are ordinary attribute lookups, and forgets them all whenever a setting changes
-(override_settings and pytest-django's `settings` fixture announce it with setting_changed;
-in a running service the settings never change).
+django.conf.settings is a lazy proxy that runs Python code on every read. `cached_settings`
+keeps each value after its first read and forgets them all whenever a setting changes
+(setting_changed, as override_settings sends it); in a running service they never change.
+Documented in docs/operations.md ("Notes from the code").
 """
 
 from typing import Any

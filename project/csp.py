@@ -1,12 +1,9 @@
 """The Content-Security-Policy of the HTML pages: the dashboard, the job page, the admin and
 the API docs.
 
-A few lines of our own rather than django-csp's middleware: django-csp 4.0 builds the policy
-string from its settings on every response (about 15 us here, twice with its report-only
-pass), before it looks at its excluded prefixes, and the write endpoints answer in a few
-hundred microseconds. Here the header is built once per process and set on text/html
-responses only; a JSON answer pays one Content-Type lookup. The pages carry no inline script
-or style of their own (their code is served as files), so no nonce is needed either.
+Built once per process (not per response, as django-csp does) and set on text/html responses
+only, so the write endpoints pay one Content-Type lookup. The pages carry no inline script or
+style, so no nonce is needed. Documented in docs/operations.md ("Notes from the code").
 """
 
 import functools

@@ -1,18 +1,9 @@
 """Readiness (GET /readyz) and the operators' status (GET /status).
 
-Readiness answers one question for a load balancer: can this web process accept a write now?
-A write needs the staging Redis and nothing else (no database, no memcached: the design keeps
-answering writes through their outages), so readiness checks only that Redis answers and takes
-a write. PostgreSQL down must not take the web tier out of rotation and turn an outage the
-design survives into a full write outage.
-
-Everything else an operator or an alert wants to know goes on /status: one entry per component,
-"ok" or "unavailable: <ErrorType>", with figures, and an overall "degraded" flag. It always
-answers 200; it is a report, not a probe.
-
-Components register themselves, like the collectors of project.metrics: the project's own
-infrastructure below, the apps' from their AppConfig.ready(). So the project serves the report
-without importing the apps (project <- stats <- messages <- tasks).
+Readiness checks only what a write needs, the staging Redis: PostgreSQL down must not take the
+web tier out of rotation. /status reports every component and always answers 200. Components
+register themselves (the apps' from AppConfig.ready()), so the project never imports the apps.
+Documented in docs/operations.md ("Notes from the code").
 """
 
 import logging

@@ -1,18 +1,10 @@
 """Log lines and their context: the ids that tie a line to a request, a Celery task, a job or a
 drain batch, in every web, worker and beat process.
 
-The context is a contextvar (one per thread, and per asyncio task), bound by:
-- request_id_middleware: the request's X-Request-ID, taken from the front door or minted;
-- Celery's task_prerun/task_postrun signals (project.celery): the task's id and name;
-- log_bound(): anything else for the length of a `with` block (the jobs runner binds job_id).
-
-ContextFilter, on the handler in settings.LOGGING, copies the context onto every record that
-reaches the handler, and the formatters below write it: JSON lines (python-json-logger) by
-default, or text for reading a terminal (LOG_FORMAT=text).
-
-What is never logged: a message's content, a username, or anything quoting them. Besides the
-call sites (which log ids, counts and error types), the formatters withhold PostgreSQL's
-DETAIL lines from messages and tracebacks, because a refused row is quoted there in full.
+A contextvar holds the context (bound per request, per task, or by log_bound()); ContextFilter
+copies it onto each record; the formatters write JSON lines or text (LOG_FORMAT). Never logged:
+message content or usernames, so PostgreSQL's DETAIL lines are withheld.
+Documented in docs/operations.md ("Notes from the code").
 """
 
 import functools
@@ -169,7 +161,7 @@ def request_id_middleware(
     binds it to the log context for the request, and echoes it on the response.
 
     On the write path's budget: a dict lookup, one regex match, a contextvar set and reset and
-    a response header, about 3 µs in all here; minting (nothing sent) adds about 1 µs."""
+    a response header (its cost: docs/benchmarks.md)."""
 
     def middleware(request: HttpRequest) -> HttpResponse:
         request_id = request_id_from(request.META)

@@ -1,6 +1,8 @@
 """The Prometheus registry that /metrics serves. Apps register their collectors in their
 AppConfig.ready(), so the project serves the numbers without importing the apps; the project's
-own (the build, the broker's queues) are registered below."""
+own (the build, the broker's queues) are registered below.
+Documented in docs/operations.md ("Logs, metrics and Flower").
+"""
 
 import functools
 import logging

@@ -1,11 +1,8 @@
-"""Limits on failed authentication per client address: bearer tokens of the jobs API and the
-admin login. A fixed window in Redis (INCR, and EXPIRE when the count starts), so every web
-host shares the count: MESSY_AUTH_FAILURES_MAX failures per MESSY_AUTH_FAILURES_WINDOW_SECONDS,
-then 429 with Retry-After until the window ends. Successful attempts are not counted.
+"""Limits on failed authentication per client address (bearer tokens of the jobs API, the admin
+login): a fixed window in Redis shared by every web host, then 429 with Retry-After.
 
-While blocked, every attempt from the address is refused, right or wrong: otherwise a guess
-that succeeds would still tell itself apart. Redis errors never lock anyone out: the limit is
-then not enforced (and a warning is logged).
+While blocked, every attempt is refused, right or wrong; a Redis error never locks anyone out.
+Documented in docs/operations.md ("Notes from the code").
 """
 
 import functools

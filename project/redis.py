@@ -1,16 +1,8 @@
 """The Redis client and key namespace every app shares (staging, stats markers, job rate limits).
 
-REDIS_URL names one Redis, or with MESSY_REDIS_CLUSTER=1 any node of a Redis Cluster (the
-client discovers the others and follows slot moves and failovers). On a cluster every command
-and script must name keys of one hash slot; the staging keys carry hash tags for that
-(messages.staging).
-
-One client per process, holding one connection, created on first use (so after a pre-fork
-server forks). It holds one connection instead of checking one out of a pool per command: the
-checkout probes the socket for stray data, a system call that costs the write path about a
-quarter of its Redis time. (Threads share the connection under the client's lock; pipelines
-still take their own from the pool.) Forgotten in a forked child (os.register_at_fork), so a
-child never writes to its parent's socket.
+REDIS_URL names one Redis, or with MESSY_REDIS_CLUSTER=1 any node of a Redis Cluster. One
+client per process holding one connection (no pool checkout per command), created on first use
+and forgotten in a forked child. Documented in docs/operations.md ("Notes from the code").
 """
 
 import logging
@@ -212,9 +204,9 @@ def _single_connection_run(client: redis.Redis, command: tuple[Any, ...]) -> Any
     """One command on the client's one connection (redis_client: single_connection_client),
     under its lock and its retry policy (a broken connection is closed and the command sent
     again), as execute_command runs it, without the layers around it (the arguments copied
-    again, the options handled, the reply looked up among the response callbacks), which cost
-    the write path about 3 µs of its 25 µs Redis call. An error reply is raised (NoScriptError,
-    OutOfMemoryError, ...)."""
+    again, the options handled, the reply looked up among the response callbacks), a measurable
+    share of the write path's Redis call (docs/benchmarks.md). An error reply is raised
+    (NoScriptError, OutOfMemoryError, ...)."""
     connection = client.connection
     assert connection is not None, "redis_client() holds one connection"
 

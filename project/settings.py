@@ -68,7 +68,7 @@ TEMPLATES = [
 # run on another server connection, so nothing may outlive a transaction on the server: no
 # WITH HOLD cursors (Django's .iterator() outside a transaction declares one: off), and no
 # startup options (PgBouncer refuses the "options" parameter; set statement_timeout on the role
-# or database instead, see README). The code keeps no other session state (tests/system/test_pgbouncer.py).
+# or database instead, see docs/operations.md). The code keeps no other session state (tests/system/test_pgbouncer.py).
 POSTGRES_TRANSACTION_POOLING = env_bool("POSTGRES_TRANSACTION_POOLING", False)
 _POSTGRES_STARTUP_OPTIONS = {
     # Statement timeout bounds every query so a stuck lock surfaces as an error.

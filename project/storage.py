@@ -1,14 +1,8 @@
 """S3 access shared by stats (the blob) and tasks (uploaded files, reports).
 
-Any S3-compatible endpoint works: AWS when S3_ENDPOINT_URL is empty, otherwise the given one
-(a local server in development and tests). Path-style addressing keeps bucket names out of
-host names, which local servers need. Keys are passed to boto3 only when configured;
-otherwise boto3 finds its own (AWS_* variables, an instance or task role, ~/.aws), and also
-its own endpoint (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL) when S3_ENDPOINT_URL is empty.
-
-The bucket itself is the operator's unless they opt in: S3_BUCKET_CREATE creates it when it
-is missing, S3_BUCKET_CORS_MANAGE keeps the dashboard's CORS rule among its rules
-(bucket_prepare).
+Any S3-compatible endpoint (S3_ENDPOINT_URL), or AWS with boto3's own credentials and endpoint
+when it is empty. The bucket is the operator's unless S3_BUCKET_CREATE or S3_BUCKET_CORS_MANAGE
+opt in (bucket_prepare). Documented in docs/operations.md ("S3: a real local store, and AWS").
 """
 
 import functools

@@ -3,13 +3,12 @@
 # payloads that answer "pending" status reads. It listens on a Unix socket only
 # (MEMCACHED_SOCKET, $MESSY_RUN_DIR/memcached/memcached.sock), which the default MEMCACHED_SERVERS
 # names: every write sends it a copy, and a send through a Unix socket costs less than through
-# TCP on loopback (single writes measured at 90% of a no-op view's rate with memcached on TCP,
-# 100% on the socket).
+# TCP on loopback.
 # memcached on other hosts listens on TCP instead; list them as host:port in MEMCACHED_SERVERS.
 # One worker thread by default (MEMCACHED_THREADS; memcached's own default is 4): the writes'
 # noreply sets are a few microseconds of work each, and one thread that finds several waiting
-# when it wakes costs less than four woken for one each (memcached's CPU per write measured
-# at 18 µs against 23 µs with four threads).
+# when it wakes costs less than four woken for one each.
+# Documented in docs/benchmarks.md (the figures).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 

@@ -44,9 +44,9 @@ for socket in "s3-$port" "s3-grpc-$((port + 1))" "master-grpc-$((port + 3))" "vo
 done
 
 # -master.resumeState=false: a single master relearns everything it needs (volumes, the largest
-# file id) from the volume server's first heartbeat, and starts in about 3 s where resuming its
-# Raft state takes 15-20 s. -volume.max=0: as many volumes as the disk holds (each bucket takes
-# several); small volumes and the in-memory index keep memory modest. -s3.allowedOrigins: no
+# file id) from the volume server's first heartbeat, and starts several times faster than by
+# resuming its Raft state (docs/benchmarks.md). -volume.max=0: as many volumes as the disk holds
+# (each bucket takes several); small volumes and the in-memory index keep memory modest. -s3.allowedOrigins: no
 # origin is allowed unless a bucket's CORS rules say so (SeaweedFS allows every origin by default).
 exec weed server \
     -dir="$dir" \

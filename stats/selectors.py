@@ -3,6 +3,7 @@
 The blob is built from the rollup tables only: one primary-key read of the totals row and
 four index scans bounded by a LIMIT or a time range. Nothing here reads the message table,
 so building the blob costs the same at ten million messages as at ten thousand.
+Documented in docs/stats.md.
 """
 
 import json

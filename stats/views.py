@@ -1,4 +1,7 @@
-"""The stats endpoints: the redirect to the blob, and the dashboard that follows it."""
+"""The stats endpoints: the redirect to the blob, and the dashboard that follows it.
+
+Documented in docs/stats.md.
+"""
 
 import logging
 

@@ -1,4 +1,7 @@
-"""Publishing the stats blob to S3, at most once a minute, and asking for a publish."""
+"""Publishing the stats blob to S3, at most once a minute, and asking for a publish.
+
+Documented in docs/stats.md.
+"""
 
 import json
 import logging

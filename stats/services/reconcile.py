@@ -1,4 +1,7 @@
-"""Repairing the rollups from a recount of the message table."""
+"""Repairing the rollups from a recount of the message table.
+
+Documented in docs/stats.md.
+"""
 
 from django.db import connection, transaction
 

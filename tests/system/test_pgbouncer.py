@@ -1,4 +1,4 @@
-"""PostgreSQL through PgBouncer in transaction pooling mode (README, "PgBouncer"): Messy's web,
+"""PostgreSQL through PgBouncer in transaction pooling mode (docs/operations.md, "PgBouncer"): Messy's web,
 worker and beat processes and its management commands reach the database only through the
 pooler, and drains, imports, erasures, publishing and a reconcile still come out exact. Four
 server connections serve every process, so each transaction may land on a connection another
@@ -132,7 +132,7 @@ def test_settings_behind_a_transaction_pooler_use_no_server_side_cursors_or_star
 def pooled(stack: Stack) -> Iterator[tuple[Stack, PgBouncer]]:
     """The stack's processes, started from now on, reach PostgreSQL only through PgBouncer in
     transaction mode (POSTGRES_PORT, POSTGRES_TRANSACTION_POOLING=1). The statement timeout
-    is the database's, as the README says to set it (PgBouncer refuses startup options).
+    is the database's, as docs/operations.md says to set it (PgBouncer refuses startup options).
     The test's own checks connect directly."""
     bouncer = PgBouncer(pool_size=4)
     stack.start("pgbouncer", bouncer.command())
