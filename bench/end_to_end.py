@@ -75,6 +75,8 @@ def run(
     results.record("end_to_end_p50_s", p50)
     results.record("end_to_end_p99_s", p99)
     results.record("end_to_end_backlog_max", max(backlog, default=0))
+    results.record("end_to_end_backlog_first_third", sum(backlog[:third]) / third)
+    results.record("end_to_end_backlog_last_third", sum(backlog[-third:]) / third)
     report("end to end: web + one ingest worker, peak", f"{peak:,.0f} req/s accepted while the worker stores them")
     report(
         f"  steady load at {load_fraction:.0%} of that peak",

@@ -66,6 +66,14 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _backlog_bounded(measured: dict[str, float]) -> bool:
+    """The backlog does not grow: its mean over the run's last third is at most twice that over
+    its first (plus a batch's worth of slack for a near-empty backlog). A run recorded without
+    the thirds is judged by its p99 alone."""
+    first, last = measured.get("end_to_end_backlog_first_third"), measured.get("end_to_end_backlog_last_third")
+    return first is None or last is None or last <= 2 * first + 5_000
+
+
 # DESIGN.md's targets table, row by row, with the figures that decide each.
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -100,7 +108,7 @@ TARGETS: tuple[Target, ...] = (
         "end to end at 80% of peak, 60 s",
         "backlog bounded; p99 accept-to-stored under 2 s",
         lambda f: f"p99 {f['end_to_end_p99_s'] * 1000:,.0f} ms; backlog at most {f['end_to_end_backlog_max']:,.0f}",
-        lambda f: f["end_to_end_p99_s"] < 2,
+        lambda f: f["end_to_end_p99_s"] < 2 and _backlog_bounded(f),
         ("end_to_end_p99_s", "end_to_end_backlog_max"),
     ),
     Target(

@@ -51,3 +51,15 @@ def test_the_committed_page_matches_the_committed_results() -> None:
     page = PAGE.read_text(encoding="utf-8")
 
     assert page_update(page, results.RESULTS_FILE) == page, "run python -m bench.report"
+
+
+def test_it_marks_a_growing_end_to_end_backlog_as_not_met(tmp_path: Path) -> None:
+    end_to_end = {"end_to_end_p99_s": 0.01, "end_to_end_backlog_max": 90_000}
+    steady = {**end_to_end, "end_to_end_backlog_first_third": 40, "end_to_end_backlog_last_third": 35}
+    growing = {**end_to_end, "end_to_end_backlog_first_third": 1_000, "end_to_end_backlog_last_third": 60_000}
+
+    assert "| end to end at 80% of peak, 60 s | p99 10 ms; backlog at most 90,000 |" in page_update(
+        PAGE_TEMPLATE, _results_file(tmp_path, steady)
+    )
+    assert page_update(PAGE_TEMPLATE, _results_file(tmp_path, steady)).count("**not met**") == 0
+    assert page_update(PAGE_TEMPLATE, _results_file(tmp_path, growing)).count("**not met**") == 1
