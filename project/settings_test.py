@@ -31,3 +31,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Unit tests drain in-process and would wait at the end of every drain; the end-to-end tests
 # run real workers with the default.
 MESSY_DRAIN_IDLE_WAIT_MS = 0
+# Every /status call probes afresh: the tests change a component between two calls
+# (tests/test_health.py tests the cache with it back on).
+MESSY_STATUS_CACHE_SECONDS = 0.0
