@@ -1,6 +1,8 @@
 """Who may read /status and /metrics (project.operators): not the public, whom a front door
 passes on; /readyz and /healthz stay public for load balancers."""
 
+from typing import Any
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -9,7 +11,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # /metrics and /status rea
 
 OPERATOR_PATHS = ["/status", "/metrics"]
 # What the front door adds to every request it passes on (deploy/nginx.conf.template).
-THROUGH_THE_FRONT_DOOR = {"HTTP_X_FORWARDED_FOR": "127.0.0.1", "REMOTE_ADDR": ""}
+THROUGH_THE_FRONT_DOOR: dict[str, Any] = {"HTTP_X_FORWARDED_FOR": "127.0.0.1", "REMOTE_ADDR": ""}
 
 
 @pytest.mark.parametrize("path", OPERATOR_PATHS)

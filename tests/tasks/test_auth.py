@@ -124,7 +124,9 @@ def test_the_admin_lists_jobs_tokens_and_searchable_messages_and_shows_a_new_tok
     found = client.get("/admin/messy_messages/message/", {"q": "findme"}).content.decode()
     assert "findme" in found and "other" not in found
     response = client.post("/admin/tasks/apitoken/add/", {"name": "from-admin", "scopes": ["read"]}, follow=True)
-    raw = re.search(r'<code id="raw-token">([^<]+)</code>', response.content.decode())[1]
+    shown = re.search(r'<code id="raw-token">([^<]+)</code>', response.content.decode())
+    assert shown, "the new token's page shows it"
+    raw = shown[1]
     assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/tasks/jobs/").status_code == 200
     assert raw not in client.get("/admin/tasks/apitoken/").content.decode()
     assert "someone" not in client.get(f"/admin/tasks/job/{job.pk}/change/").content.decode()

@@ -197,7 +197,9 @@ def test_the_admin_creates_a_token_with_scopes_and_expiry_and_edits_them():
         follow=True,
     )
     assert "no-store" in response["Cache-Control"]
-    raw = re.search(r'<code id="raw-token">([^<]+)</code>', response.content.decode())[1]
+    shown = re.search(r'<code id="raw-token">([^<]+)</code>', response.content.decode())
+    assert shown, "the new token's page shows it"
+    raw = shown[1]
     assert raw not in str(response.cookies), "the raw token never goes into a cookie"
     assert not list(response.context["messages"])
     token = ApiToken.objects.get(name="ops")
