@@ -78,7 +78,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": env_str("POSTGRES_DB", "messy"),
-        "USER": env_str("POSTGRES_USER", "postgres"),
+        # The role that owns only Messy's schema (scripts/db-role.sh), never a superuser.
+        "USER": env_str("POSTGRES_USER", "messy"),
         "PASSWORD": env_str("POSTGRES_PASSWORD", ""),
         "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
         "PORT": env_str("POSTGRES_PORT", "5432"),

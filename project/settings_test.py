@@ -13,6 +13,8 @@ os.environ.setdefault(
     else os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0.0.1:6390") + "/14",
 )
 os.environ.setdefault("CELERY_BROKER_URL", os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6391") + "/15")
+# The tests create their own databases: a role that may (make run and production use messy).
+os.environ.setdefault("POSTGRES_USER", "postgres")
 os.environ.setdefault("MEMCACHED_KEY_PREFIX", "messy-test")
 os.environ.setdefault("MEMCACHED_SERVERS", "127.0.0.1:11211")  # the machine's, scripts/services.sh
 os.environ.setdefault("S3_BUCKET", "messy-test-stats")
