@@ -41,8 +41,13 @@ if [ ${#binds[@]} -eq 0 ]; then
     echo "runserver.sh: nothing to listen on (MESSY_SOCKET=off and MESSY_BIND unset)" >&2
     exit 2
 fi
-# gunicorn gives its socket its own group: messy-web, when root starts it for MESSY_USER.
-getent group messy-web >/dev/null && service_group=messy-web
+# gunicorn gives its socket its own group (whatever the folder's): messy-web, where it exists.
+socket_group=()
+if getent group messy-web >/dev/null; then
+    service_group=messy-web
+    run_as_service_user "$@"
+    if [ "$(id -u)" = 0 ] || [ "$(id -gn)" = messy-web ]; then socket_group=(--group messy-web); fi
+fi
 run_as_service_user "$@"
 
 # The front door's request-line limit (large_client_header_buffers in its template), in bytes.
@@ -71,6 +76,7 @@ exec gunicorn project.wsgi:application \
     --max-requests "${WEB_MAX_REQUESTS:-0}" \
     --limit-request-line "$request_line" \
     --umask 0117 \
+    "${socket_group[@]}" \
     "${access_log[@]}" \
     --name messy-web \
     "$@"
