@@ -45,8 +45,10 @@ services:
 migrate: install services local.sh
 	bash -c '. scripts/common.sh && python manage.py migrate --noinput && python manage.py collectstatic --noinput -v 0'
 
+# Started by root, web, workers, beat and Flower go on as the messy account (MESSY_USER; made by
+# scripts/service-users.sh, which services runs), nginx's workers as messy-front.
 run: migrate
-	$(VENV)/bin/honcho start -f Procfile
+	MESSY_USER="$${MESSY_USER-messy}" $(VENV)/bin/honcho start -f Procfile
 
 # Any management command with local.sh's settings, e.g. make manage CMD="createsuperuser".
 manage: install local.sh

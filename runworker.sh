@@ -11,6 +11,7 @@ set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
 # Celery's soft shutdown (a warm shutdown with a time limit) starts on a cold-shutdown signal.
 export REMAP_SIGTERM=SIGQUIT
+run_as_service_user "$@"
 
 role="${1:-all}"
 ingest() {

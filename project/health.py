@@ -1,18 +1,22 @@
 """Readiness (GET /readyz) and the operators' status (GET /status).
 
 Readiness checks only what a write needs, the staging Redis: PostgreSQL down must not take the
-web tier out of rotation. /status reports every component and always answers 200. Components
-register themselves (the apps' from AppConfig.ready()), so the project never imports the apps.
-Documented in docs/operations.md ("Notes from the code").
+web tier out of rotation. /status reports every component and always answers 200; its probes run
+concurrently within STATUS_DEADLINE_SECONDS and a report is reused for a few seconds, so a hung
+service never holds a web process. Components register themselves (the apps' from
+AppConfig.ready()), so the project never imports the apps.
+Documented in docs/operations.md ("Notes from the code") and docs/deployment.md.
 """
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from pymemcache.client.base import Client as MemcachedClient
 from pymemcache.client.base import normalize_server_spec
 
@@ -23,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # How long the key a readiness check writes lives: only long enough to prove the write.
 READINESS_KEY_TTL = 10
+# The longest /status waits for its probes; one still running then is reported as a timeout.
+STATUS_DEADLINE_SECONDS = 0.8
 
 # A probe returns the component's figures (may be empty) and raises when it is unavailable.
 Probe = Callable[[], dict[str, Any]]
@@ -67,24 +73,60 @@ def readiness() -> dict[str, str]:
 class StatusComponents:
     def __init__(self) -> None:
         self._probes: dict[str, Probe] = {}
+        # Each component's probe still running, if any: a hung one is not started again.
+        self._running: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
 
     def register(self, name: str, probe: Probe) -> None:
         self._probes[name] = probe
 
     def report(self) -> dict[str, Any]:
-        """Every component's state and figures. Each probe is bounded by its service's timeout
-        and runs even when another failed."""
-        components: dict[str, dict[str, Any]] = {}
+        """Every component's state and figures: the last report if it is younger than
+        MESSY_STATUS_CACHE_SECONDS, else a new one (at most STATUS_DEADLINE_SECONDS)."""
+        with self._lock:
+            cached = self._cached
+            if cached is not None and time.monotonic() - cached[0] < settings.MESSY_STATUS_CACHE_SECONDS:
+                return cached[1]
+            report = self._probe_all()
+            self._cached = (time.monotonic(), report)
+            return report
+
+    def _probe_all(self) -> dict[str, Any]:
+        """Each probe in a thread of its own, all at once; each is bounded by its service's
+        timeout too, so a thread left behind by the deadline ends on its own."""
+        deadline = time.monotonic() + STATUS_DEADLINE_SECONDS
+        results: dict[str, dict[str, Any]] = {}  # this run's: a late thread writes to it unread
         for name, probe in self._probes.items():
-            try:
-                components[name] = {"status": "ok", **probe()}
-            except Unavailable as exc:
-                components[name] = {"status": exc.error, **exc.details}
-            except Exception as exc:
-                logger.warning("status: %s unavailable (%s)", name, type(exc).__name__)
-                components[name] = {"status": _unavailable(exc)}
+            previous = self._running.get(name)
+            if previous is not None and previous.is_alive():
+                continue
+            thread = threading.Thread(
+                target=_probe_run, args=(name, probe, results), name=f"status-{name}", daemon=True
+            )
+            self._running[name] = thread
+            thread.start()
+        for name in self._probes:
+            self._running[name].join(max(0.0, deadline - time.monotonic()))
+        components: dict[str, dict[str, Any]] = {}
+        for name in self._probes:
+            if name not in results:
+                logger.warning("status: %s did not answer within %s s", name, STATUS_DEADLINE_SECONDS)
+            components[name] = results.get(name, {"status": "unavailable: TimeoutError"})
         degraded = any(component["status"] != "ok" for component in components.values())
         return {"degraded": degraded, "components": components}
+
+
+def _probe_run(name: str, probe: Probe, results: dict[str, dict[str, Any]]) -> None:
+    try:
+        results[name] = {"status": "ok", **probe()}
+    except Unavailable as exc:
+        results[name] = {"status": exc.error, **exc.details}
+    except Exception as exc:
+        logger.warning("status: %s unavailable (%s)", name, type(exc).__name__)
+        results[name] = {"status": _unavailable(exc)}
+    finally:
+        connections.close_all()  # this thread's own, if the probe opened one
 
 
 status_components = StatusComponents()

@@ -78,7 +78,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": env_str("POSTGRES_DB", "messy"),
-        "USER": env_str("POSTGRES_USER", "postgres"),
+        # The role that owns only Messy's schema (scripts/db-role.sh), never a superuser.
+        "USER": env_str("POSTGRES_USER", "messy"),
         "PASSWORD": env_str("POSTGRES_PASSWORD", ""),
         "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
         "PORT": env_str("POSTGRES_PORT", "5432"),
@@ -173,6 +174,13 @@ MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
 # only a request from one of them may name its client in X-Forwarded-For. The default is the
 # front door on the same host (scripts/front.sh); list your load balancers' addresses too.
 MESSY_TRUSTED_PROXIES = env_list("MESSY_TRUSTED_PROXIES", "127.0.0.1,::1")
+# Who may read /status and /metrics (project.operators): a staff session, this bearer token
+# (empty: none works), or a request straight to a web process (not through a front door) from
+# one of these networks.
+MESSY_OPERATOR_TOKEN = env_str("MESSY_OPERATOR_TOKEN", "")
+MESSY_OPERATOR_NETWORKS = env_list("MESSY_OPERATOR_NETWORKS", "127.0.0.0/8,::1/128")
+# How long a web process reuses its last /status report: a burst of calls probes once.
+MESSY_STATUS_CACHE_SECONDS = env_float("MESSY_STATUS_CACHE_SECONDS", 5.0)
 # Per-client quotas (messages.clients): a token bucket per write API key (per client address
 # when keys are off) of MESSY_QUOTA_BURST messages, refilled at MESSY_QUOTA_RATE a second;
 # 0 turns quotas off. Overrides: "<key digest, key or address>=<rate>:<burst>,...".

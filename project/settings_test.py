@@ -13,6 +13,8 @@ os.environ.setdefault(
     else os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0.0.1:6390") + "/14",
 )
 os.environ.setdefault("CELERY_BROKER_URL", os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6391") + "/15")
+# The tests create their own databases: a role that may (make run and production use messy).
+os.environ.setdefault("POSTGRES_USER", "postgres")
 os.environ.setdefault("MEMCACHED_KEY_PREFIX", "messy-test")
 os.environ.setdefault("MEMCACHED_SERVERS", "127.0.0.1:11211")  # the machine's, scripts/services.sh
 os.environ.setdefault("S3_BUCKET", "messy-test-stats")
@@ -31,3 +33,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Unit tests drain in-process and would wait at the end of every drain; the end-to-end tests
 # run real workers with the default.
 MESSY_DRAIN_IDLE_WAIT_MS = 0
+# Every /status call probes afresh: the tests change a component between two calls
+# (tests/test_health.py tests the cache with it back on).
+MESSY_STATUS_CACHE_SECONDS = 0.0

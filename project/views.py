@@ -8,6 +8,7 @@ from prometheus_client import generate_latest
 from project.health import readiness, status_components
 from project.http import api_view, json_response, methods
 from project.metrics import registry
+from project.operators import operator_required
 
 
 @api_view
@@ -34,11 +35,15 @@ def readyz(request: HttpRequest) -> HttpResponse:
 
 @api_view
 @methods("GET", "HEAD")
+@operator_required
 def status(request: HttpRequest) -> HttpResponse:
-    """Every component for operators and alerts; always 200, "degraded" says whether all is well."""
+    """Every component for operators and alerts; always 200, "degraded" says whether all is well.
+    Probed at most every MESSY_STATUS_CACHE_SECONDS, concurrently, within about a second."""
     return json_response(status_components.report(), headers={"Cache-Control": "no-store"})
 
 
+@api_view
+@operator_required
 def metrics(request: HttpRequest) -> HttpResponse:
     """What the apps registered in project.metrics (in Prometheus' text format)."""
     return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")

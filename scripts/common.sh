@@ -1,5 +1,6 @@
 # Sourced by the run scripts: project root, local.sh, and the virtualenv's tools on PATH.
 MESSY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+messy_script="$(readlink -f "$0")"  # before the cd: run_as_service_user starts it again
 cd "$MESSY_ROOT"
 # MESSY_NO_LOCAL_SH=1 ignores local.sh (the system tests start processes with their own settings).
 if [ -f "$MESSY_ROOT/local.sh" ] && [ "${MESSY_NO_LOCAL_SH:-0}" != 1 ]; then
@@ -34,7 +35,18 @@ MESSY_RUN_DIR="$(messy_path "$MESSY_RUN_DIR")"
 export MESSY_RUN_DIR
 
 # The Unix socket runserver.sh listens on and the front door on this host connects to
-# (MESSY_SOCKET, default $MESSY_RUN_DIR/web.sock), or "off".
+# (MESSY_SOCKET, default $MESSY_RUN_DIR/web/web.sock), or "off". Its folder is the web's alone.
 web_socket() {
-    if [ "${MESSY_SOCKET:-}" = off ]; then echo off; else messy_path "${MESSY_SOCKET:-$MESSY_RUN_DIR/web.sock}"; fi
+    if [ "${MESSY_SOCKET:-}" = off ]; then echo off; else messy_path "${MESSY_SOCKET:-$MESSY_RUN_DIR/web/web.sock}"; fi
+}
+
+# MESSY_USER (make run: messy, scripts/service-users.sh): a run script that root starts goes on
+# as this account, which can read the code and write nothing of it. local.sh was read already
+# (it is root's, 0600): its settings go on in the environment.
+#   run_as_service_user "$@"   (service_group=G first: that primary group instead of the user's)
+run_as_service_user() {
+    [ -n "${MESSY_USER:-}" ] && [ "$(id -u)" = 0 ] || return 0
+    export MESSY_NO_LOCAL_SH=1 HOME=/nonexistent
+    exec setpriv --reuid="$MESSY_USER" --regid="${service_group:-$MESSY_USER}" --init-groups --inh-caps=-all \
+        -- "$messy_script" "$@"
 }

@@ -22,8 +22,13 @@ if ! nobody_can_enter "$static_root"; then
 fi
 user_line=""
 if [ "$(id -u)" = 0 ]; then
-    # Workers never run as root; the master creates their temporary folders for them.
+    # Workers never run as root; the master creates their temporary folders for them. They run
+    # as messy-front in group messy-web, the only group that may connect to the web socket
+    # (scripts/service-users.sh); nobody else on this host reaches the web tier.
     user_line="user nobody nogroup;"
+    if id messy-front >/dev/null 2>&1 && getent group messy-web >/dev/null; then
+        user_line="user messy-front messy-web;"
+    fi
 fi
 upstream_servers=""
 socket="$(web_socket)"

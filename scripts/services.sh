@@ -3,6 +3,8 @@
 # memcached and nginx (installed through apt when missing), PostgreSQL (started if stopped),
 # and the database. Messy's own Redis servers are not system services: scripts/redis.sh runs
 # them with the project's configuration (make run, make test).
+# As root it also creates the accounts make run's processes run as (scripts/service-users.sh), and
+# the `messy` database role, which owns only its schema (docs/deployment.md "Least privilege").
 # Extra Debian packages to install can be named as arguments (the tests need chromium and pgbouncer).
 set -euo pipefail
 
@@ -11,6 +13,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 missing=()
 command -v memcached >/dev/null || missing+=(memcached)
 command -v nginx >/dev/null || missing+=(nginx)
+command -v setfacl >/dev/null || missing+=(acl)
 for package in "$@"; do
     command -v "$package" >/dev/null || missing+=("$package")
 done
@@ -39,9 +42,16 @@ for _ in $(seq 50); do
     sleep 0.2
 done
 
+# The database and the role are made by the server's superuser (trust auth on this host);
+# Messy's processes connect as the role (POSTGRES_USER, default messy).
+admin=(-h "${POSTGRES_HOST:-127.0.0.1}" -p "${POSTGRES_PORT:-5432}" -U "${POSTGRES_ADMIN_USER:-postgres}")
 db="${POSTGRES_DB:-messy}"
-if ! psql -h "${POSTGRES_HOST:-127.0.0.1}" -U "${POSTGRES_USER:-postgres}" -tAc \
-        "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+if ! psql "${admin[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
     echo "services: creating database $db"
-    createdb -h "${POSTGRES_HOST:-127.0.0.1}" -U "${POSTGRES_USER:-postgres}" "$db"
+    createdb "${admin[@]}" "$db"
+fi
+"$(dirname "$0")/db-role.sh" "$db" "${admin[@]}"
+
+if [ "$(id -u)" = 0 ]; then
+    "$(dirname "$0")/service-users.sh"
 fi

@@ -116,9 +116,11 @@ def stats_published() -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def stats_blob_url(published: dict[str, Any]) -> str:
-    """A short-lived presigned GET URL of the published blob (signed locally, no S3 call)."""
-    return presigned_get_url(published["key"], settings.STATS_URL_EXPIRY_SECONDS)
+def stats_blob_url() -> str:
+    """A short-lived presigned GET URL of the published blob (signed locally, no S3 call). The
+    key comes from the settings only, never from the marker: whoever can write to Redis must
+    not be able to have a public redirect sign another object (an import upload)."""
+    return presigned_get_url(settings.STATS_BLOB_KEY, settings.STATS_URL_EXPIRY_SECONDS)
 
 
 # --- Recount -----------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ def stats_publish(self: Any, force: bool = False) -> dict[str, Any]:
         outcome = publish.stats_publish(force=force)
     except Exception as exc:
         # Cut off by its time limit: S3 slower than its timeouts, which passes like an outage.
-        passes = error_is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded)
+        # A forced publish waiting for another publisher's lease passes too.
+        passes = error_is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded | publish.PublishInProgress)
         if not passes or self.request.retries >= PUBLISH_MAX_RETRIES:
             logger.error("stats publish failed for good: %r", exc)
             raise

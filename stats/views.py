@@ -34,7 +34,7 @@ def blob_redirect(request: HttpRequest) -> HttpResponse:
     if published is None:
         publish.stats_publish_request()
         raise ApiError(503, "stats_not_published", "No statistics published yet; the first is coming.", headers=retry)
-    response = HttpResponseRedirect(selectors.stats_blob_url(published))
+    response = HttpResponseRedirect(selectors.stats_blob_url())
     # The URL expires soon: nobody may keep the redirect.
     response["Cache-Control"] = "no-store"
     return response

@@ -2,7 +2,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from project.admin import ReadOnlyAdmin
 from tasks import auth, services
@@ -37,6 +38,11 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    # A job's row is its state (an erasure's fence, a running import's checkpoint): only a
+    # finished job may go (the bulk delete action refuses a selection holding an unfinished one).
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and (obj is None or obj.is_finished)
 
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request: HttpRequest, queryset: Any) -> None:
@@ -75,8 +81,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
             return
         token, raw = auth.api_token_create(obj.name, obj.scopes, obj.expires_at)
         obj.pk = token.pk
-        # Shown once: only the digest is stored.
-        self.message_user(request, f"Token for {token.name}: {raw} — copy it now, it cannot be shown again.")
+        # Shown once, on the page response_add renders: never through the messages framework,
+        # whose storage may be a cookie.
+        request.messy_new_token = raw  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: Any = None) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "token": obj, "raw": request.messy_new_token}  # type: ignore[attr-defined]
+        response = TemplateResponse(request, "admin/tasks/apitoken/token_created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @admin.register(ErasureTally)

@@ -8,7 +8,8 @@
   It grants nothing else.
 
 A token does what its scopes allow (ApiToken.Scope: import, erase, read, admin) until its
-expires_at; a staff session, like an `admin` token, may do everything. Without `admin` a token
+expires_at; a staff session what its Django permissions allow (tasks.scope_<scope>, given to the
+user or a group; a superuser has them all). Without `admin` a token
 sees and cancels only the jobs it created: others' are 404, as if they did not exist. A
 missing scope is 403 insufficient_scope, an expired token 403 token_expired, both with
 RFC 6750's WWW-Authenticate error (403 rather than 401 for the expired token, like a revoked one).
@@ -80,11 +81,12 @@ KIND_SCOPES: dict[str, str] = {
 }
 
 
-def _insufficient_scope(scope: str) -> ApiError:
+def _insufficient_scope(scope: str, *, session: bool = False) -> ApiError:
+    lacks = f"Your account lacks the {scope} scope (permission tasks.scope_{scope})."
     return ApiError(
         403,
         "insufficient_scope",
-        f"This token lacks the {scope} scope.",
+        lacks if session else f"This token lacks the {scope} scope.",
         headers={"WWW-Authenticate": f'Bearer realm="messy", error="insufficient_scope", scope="{scope}"'},
     )
 
@@ -102,17 +104,25 @@ def token_allows(token: ApiToken, scope: str | None) -> None:
         raise _insufficient_scope(scope)
 
 
+def staff_has_scope(user: Any, scope: str) -> bool:
+    """A staff session's scope is a permission (tasks.scope_<scope>); `admin` includes the others.
+    Being staff alone grants none: a dashboard viewer must not be able to erase users."""
+    if not (user.is_active and user.is_staff):
+        return False
+    return bool(user.has_perm(f"tasks.scope_{scope}") or user.has_perm(f"tasks.scope_{ApiToken.Scope.ADMIN}"))
+
+
 def scope_granted(request: HttpRequest, scope: str) -> bool:
     """Whether the request's credential has `scope`: a token's scopes, or a staff session's
-    (all of them). A page link has none."""
+    permissions. A page link has none."""
     token: ApiToken | None = request.api_token  # type: ignore[attr-defined]
-    return token.has_scope(scope) if token is not None else request.user.is_staff
+    return token.has_scope(scope) if token is not None else staff_has_scope(request.user, scope)
 
 
 def scope_required(request: HttpRequest, scope: str) -> None:
     """For a view whose scope depends on what it acts on (cancelling: the job's kind)."""
     if not scope_granted(request, scope):
-        raise _insufficient_scope(scope)
+        raise _insufficient_scope(scope, session=request.api_token is None)  # type: ignore[attr-defined]
 
 
 def jobs_owner(request: HttpRequest) -> ApiToken | None:
@@ -184,6 +194,8 @@ def credentials_required(
                     raise ApiError(403, "staff_required", "Only staff may use the jobs API.")
                 if _csrf_failed(request):
                     raise ApiError(403, "csrf_failed", "Send the CSRF token with a session-authenticated request.")
+                if scope is not None:
+                    scope_required(request, scope)
             elif page_link and "t" in request.GET:
                 if not page_token_valid(request.GET["t"], kwargs["job_id"]):
                     raise ApiError(403, "invalid_link", "This link is not valid for this job, or it expired.")

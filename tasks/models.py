@@ -25,8 +25,8 @@ class ApiToken(models.Model):
     has 256 random bits, so a slow password hash would add nothing but latency.
 
     A token may do what its scopes name (tasks/auth.py), until it expires. `admin` includes
-    every other scope and every job, as a staff session does; without it a token sees and
-    cancels only the jobs it created.
+    every other scope and every job; without it a token sees and cancels only the jobs it
+    created. A staff session has the scopes of its permissions below (tasks.scope_<scope>).
     """
 
     Scope = TokenScope
@@ -49,6 +49,8 @@ class ApiToken(models.Model):
                 name="tasks_api_token_known_scopes",
             )
         ]
+        # A staff session's scopes in the jobs API, given to a user or a group in the admin.
+        permissions = [(f"scope_{value}", f"Jobs API scope {label}") for value, label in TokenScope.choices]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

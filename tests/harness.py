@@ -171,6 +171,7 @@ class RunConfig:
             DJANGO_SETTINGS_MODULE="project.settings",
             DJANGO_SECRET_KEY="harness-only-not-a-secret",
             POSTGRES_DB=self.database,
+            POSTGRES_USER="postgres",  # the runs migrate databases of their own from scratch
             POSTGRES_PORT=str(self.postgres_port),
             REDIS_URL=self.staging_url,
             CELERY_BROKER_URL=self.broker_url,

@@ -20,6 +20,7 @@ import jsonschema
 import pytest
 import yaml
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test import Client
@@ -149,6 +150,8 @@ class Ctx:
 
     def staff(self, is_staff: bool = True, csrf: bool = False) -> Client:
         user = get_user_model().objects.create_user(f"u{uuid.uuid4().hex[:8]}", password="x", is_staff=is_staff)
+        if is_staff:  # an operator's account: every jobs API scope (tasks.auth)
+            user.user_permissions.add(Permission.objects.get(codename="scope_admin"))
         client = Client(enforce_csrf_checks=csrf)
         client.force_login(user)
         return client

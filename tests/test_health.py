@@ -5,7 +5,9 @@ with the project's deploy/redis.conf)."""
 
 import json
 import os
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,6 +221,50 @@ def test_status_reports_s3_unreachable(settings):
     finally:
         s3_probe_client.cache_clear()
     assert components["s3"]["status"] == "unavailable: EndpointConnectionError"
+
+
+@contextmanager
+def s3_that_hangs(settings: Any) -> Iterator[None]:
+    """S3 at a socket that takes connections and never answers (a hung S3 server)."""
+    from project.storage import s3_probe_client
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # the kernel completes the handshakes; nobody ever reads
+    settings.S3_ENDPOINT_URL = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    s3_probe_client.cache_clear()
+    try:
+        yield
+    finally:
+        s3_probe_client.cache_clear()
+        listener.close()
+
+
+def timed_status() -> tuple[float, dict[str, Any]]:
+    started = time.monotonic()
+    report = status()
+    return time.monotonic() - started, report
+
+
+def test_status_with_s3_hanging_answers_within_about_a_second_and_names_it(settings):
+    with s3_that_hangs(settings):
+        first, report = timed_status()
+        second, again = timed_status()  # the first S3 probe still hangs: not started twice
+
+    assert first < 1.2 and second < 1.2, (first, second)
+    assert report["components"]["s3"]["status"] == again["components"]["s3"]["status"] == "unavailable: TimeoutError"
+    assert report["components"]["redis"]["status"] == "ok", "the other probes ran meanwhile"
+    assert report["degraded"] is True
+
+
+def test_status_reuses_its_report_for_a_few_seconds(settings):
+    settings.MESSY_STATUS_CACHE_SECONDS = 0.5
+    first = status()
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
+
+    assert status() == first, "a burst of calls probes once"
+    time.sleep(0.6)
+    assert status()["components"]["broker"]["status"] == "unavailable: ConnectionError"
 
 
 # --- durability of the staging Redis ----------------------------------------------------------

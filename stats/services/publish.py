@@ -34,11 +34,25 @@ PUBLISH_LEASE_SECONDS = 20
 # a redelivered task, a catch-up) still finds it.
 _PUBLISHED_TTL_SECONDS = 120
 
+# A forced publish takes the minute's claim unless another publisher holds its lease: a minute
+# already published is published again, but never by two publishers at once.
+_CLAIM_TAKE_FORCED = """
+local held = redis.call("GET", KEYS[1])
+if held and held ~= "published" then return 0 end
+redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+return 1
+"""
+
 # Deletes the claim only if it is still ours.
 _CLAIM_RELEASE = """
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
 return 0
 """
+
+
+class PublishInProgress(Exception):
+    """A forced publish found another publisher holding the minute's lease. Retry it: the blob
+    that publisher is uploading may have been built before what the forced publish is for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +98,9 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     there. Runs at most once per calendar minute across every beat and worker: the minute is
     claimed with SET NX first, and a second caller in the same minute returns at once with
     published=False. The claim is a lease (PUBLISH_LEASE_SECONDS) until the blob is out, then
-    it marks the minute published. `force` skips the claim (an operator's republish).
+    it marks the minute published. `force` (a republish after an erasure) publishes a minute
+    already published, but still takes its claim: while another publisher holds the lease it
+    raises PublishInProgress, so a blob built before the erasure cannot land after this one.
 
     When building or uploading fails the claim is released, so a retry in the same minute can
     publish, and the error propagates (botocore, redis or database errors): the task decides
@@ -94,23 +110,24 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     client = redis_client()
     claim_key = publish_claim_key(now.replace(second=0, microsecond=0))
     token = uuid.uuid4().hex
-    if not force and not client.set(claim_key, token, nx=True, ex=PUBLISH_LEASE_SECONDS):
+    if force:
+        if not client.eval(_CLAIM_TAKE_FORCED, 1, claim_key, token, PUBLISH_LEASE_SECONDS):
+            raise PublishInProgress(claim_key)
+    elif not client.set(claim_key, token, nx=True, ex=PUBLISH_LEASE_SECONDS):
         return PublishOutcome(published=False)
     try:
         top_users_rebuild_if_stale()
         blob = stats_blob_build(now)
         _blob_upload(stats_blob_encode(blob))
     except BaseException:
-        if not force:
-            client.eval(_CLAIM_RELEASE, 1, claim_key, token)
+        client.eval(_CLAIM_RELEASE, 1, claim_key, token)
         raise
     marker = {"generated_at": blob["generated_at"], "key": settings.STATS_BLOB_KEY}
     # Two keys, perhaps on two Redis Cluster slots: no MULTI. Lost between the two, the claim
     # lapses and a catch-up publishes the minute again, which is harmless.
     pipe = client.pipeline(transaction=False)
     pipe.set(published_marker_key(), json.dumps(marker))
-    if not force:
-        pipe.set(claim_key, "published", ex=_PUBLISHED_TTL_SECONDS)
+    pipe.set(claim_key, "published", ex=_PUBLISHED_TTL_SECONDS)
     pipe.execute()
     logger.info("published stats blob generated at %s", blob["generated_at"])
     return PublishOutcome(published=True, generated_at=blob["generated_at"])

@@ -93,6 +93,26 @@ def test_a_forced_publish_ignores_the_minute_already_published(stats_bucket, min
     assert blob_in_s3()[0]["totals"]["messages"] == 1
 
 
+def test_a_forced_publish_waits_while_another_publisher_holds_the_minute(stats_bucket, minute):
+    # Another publisher is uploading a blob it built before, say, an erasure.
+    claim = publish.publish_claim_key(minute.replace(second=0))
+    redis_client().set(claim, "another-publisher", ex=publish.PUBLISH_LEASE_SECONDS)
+
+    with pytest.raises(publish.PublishInProgress):
+        publish.stats_publish(now=minute, force=True)
+
+    assert redis_client().get(claim) == b"another-publisher", "the other publisher's lease is left alone"
+    assert selectors.stats_published() is None
+
+
+def test_a_forced_publish_holds_the_minute_like_any_other(stats_bucket, minute):
+    assert publish.stats_publish(now=minute, force=True).published
+
+    claim = publish.publish_claim_key(minute.replace(second=0))
+    assert redis_client().get(claim) == b"published"
+    assert not publish.stats_publish(now=minute).published
+
+
 def test_a_failed_upload_releases_the_minute_so_a_retry_can_publish(stats_bucket, minute, settings):
     settings.S3_BUCKET = "x"  # too short a name: S3 refuses to create it
 

@@ -1,3 +1,4 @@
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -5,7 +6,8 @@ import requests
 from django.conf import settings as django_settings
 from django.test import Client
 
-from project.redis import redis_client_reset
+from project.redis import redis_client, redis_client_reset
+from stats.selectors import published_marker_key
 from stats.services import publish
 from tests.conftest import free_port, queued_tasks
 from tests.stats.conftest import payload, store
@@ -90,3 +92,15 @@ def test_it_refuses_a_post_in_the_shared_error_shape():
 
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+def test_it_signs_only_the_blob_key_of_the_settings_whatever_the_marker_in_redis_names(stats_bucket, minute):
+    publish.stats_publish(now=minute)
+    # A Redis writer points the marker at an import upload.
+    marker = {"generated_at": "2026-11-25T12:34:00.000Z", "key": "imports/someone-s-upload.csv"}
+    redis_client().set(published_marker_key(), json.dumps(marker))
+
+    response = Client().get("/stat/get/")
+
+    assert response.status_code == 302
+    assert urlsplit(response["Location"]).path == f"/{stats_bucket}/{django_settings.STATS_BLOB_KEY}"

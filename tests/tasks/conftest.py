@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from messages.services import messages_persist
@@ -28,6 +30,15 @@ def token() -> str:
     """An admin token: every scope, every job (tests/tasks/test_scopes.py narrows them)."""
     _, raw = auth.api_token_create(f"test-{uuid.uuid4().hex[:8]}", ["admin"])
     return raw
+
+
+def staff_user(username: str, *scopes: str) -> Any:
+    """A staff user with the jobs API scopes named (tasks.scope_<scope> permissions)."""
+    user = get_user_model().objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="tasks", codename__in=[f"scope_{scope}" for scope in scopes])
+    )
+    return user
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from django.test import Client
 from tasks import services
 from tasks.auth import page_token, token_hash
 from tasks.models import ApiToken, Job
+from tests.tasks.conftest import staff_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,7 +78,7 @@ def test_the_command_creates_a_working_token_and_lists_it(capsys):
 
 
 def test_a_staff_session_may_use_the_api_with_a_csrf_token_and_not_without(job):
-    staff = User.objects.create_user("op", password="pw", is_staff=True)
+    staff = staff_user("op", "admin")
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff)
     assert client.get("/tasks/jobs/").status_code == 200
@@ -123,8 +124,9 @@ def test_the_admin_lists_jobs_tokens_and_searchable_messages_and_shows_a_new_tok
     found = client.get("/admin/messy_messages/message/", {"q": "findme"}).content.decode()
     assert "findme" in found and "other" not in found
     response = client.post("/admin/tasks/apitoken/add/", {"name": "from-admin", "scopes": ["read"]}, follow=True)
-    shown = [str(m) for m in response.context["messages"]]
-    raw = next(m.split(": ", 1)[1].split(" ")[0] for m in shown if m.startswith("Token for from-admin"))
+    shown = re.search(r'<code id="raw-token">([^<]+)</code>', response.content.decode())
+    assert shown, "the new token's page shows it"
+    raw = shown[1]
     assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/tasks/jobs/").status_code == 200
     assert raw not in client.get("/admin/tasks/apitoken/").content.decode()
     assert "someone" not in client.get(f"/admin/tasks/job/{job.pk}/change/").content.decode()
@@ -151,7 +153,53 @@ def test_cancelling_a_finished_job_is_a_409(api, job):
 
 def test_a_staff_session_sees_the_page_which_then_reads_the_job_with_the_session(job):
     client = Client()
-    client.force_login(User.objects.create_user("op2", password="pw", is_staff=True))
+    client.force_login(staff_user("op2", "read"))
     page = client.get(f"/tasks/{job.pk}/")
     assert page.status_code == 200 and page["Referrer-Policy"] == "no-referrer"
     assert f'data-api="/tasks/jobs/{job.pk}/"' in page.content.decode()
+
+
+def test_a_staff_session_has_only_the_scopes_its_permissions_give(job):
+    """A dashboard viewer (staff, no jobs permission) may not erase; an eraser may not import."""
+    viewer, eraser = Client(), Client()
+    viewer.force_login(staff_user("viewer"))
+    eraser.force_login(staff_user("eraser", "erase", "read"))
+
+    refused = viewer.post("/tasks/erase/", {"username": "someone"})
+    assert (refused.status_code, refused.json()["error"]) == (403, "insufficient_scope")
+    assert "tasks.scope_erase" in refused.json()["message"]
+    assert viewer.get("/tasks/jobs/").status_code == 403
+    assert viewer.post(f"/tasks/jobs/{job.pk}/cancel/").status_code == 403
+    assert eraser.post("/tasks/erase/", {"username": "someone"}).status_code == 202
+    assert eraser.post("/tasks/import/").status_code == 403
+    assert eraser.get("/tasks/jobs/").status_code == 200
+
+
+def test_a_group_gives_its_members_the_scopes_of_its_permissions(job):
+    from django.contrib.auth.models import Group, Permission
+
+    operators = Group.objects.create(name="operators")
+    operators.permissions.add(Permission.objects.get(codename="scope_admin"))
+    user = staff_user("member")
+    user.groups.add(operators)
+    client = Client()
+    client.force_login(user)
+
+    assert client.post(f"/tasks/jobs/{job.pk}/cancel/").status_code == 202
+
+
+def test_the_admin_deletes_only_finished_jobs(job):
+    finished = services.job_create(Job.Kind.ERASE, subject="gone", enqueue=False)
+    Job.objects.filter(pk=finished.pk).update(status=Job.Status.SUCCEEDED)
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+
+    assert client.get(f"/admin/tasks/job/{job.pk}/delete/").status_code == 403
+    client.post(f"/admin/tasks/job/{job.pk}/delete/", {"post": "yes"})
+    both = {"action": "delete_selected", "_selected_action": [job.pk, finished.pk], "post": "yes"}
+    assert client.post("/admin/tasks/job/", both).status_code == 403
+    assert Job.objects.filter(pk=finished.pk).exists()
+    client.post("/admin/tasks/job/", {**both, "_selected_action": [finished.pk]})
+
+    assert Job.objects.filter(pk=job.pk).exists(), "an unfinished job (an erasure's fence) stays"
+    assert not Job.objects.filter(pk=finished.pk).exists()

@@ -9,7 +9,6 @@ import time
 from urllib.parse import urlencode
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import connection
 from django.test import Client
@@ -26,7 +25,7 @@ from tasks import erasing, selectors, services
 from tasks.models import Job
 from tests.clock import StoppedClock
 from tests.conftest import queued_messages, queued_tasks
-from tests.tasks.conftest import assert_rollups_exact, payload, store
+from tests.tasks.conftest import assert_rollups_exact, payload, staff_user, store
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -191,7 +190,7 @@ def test_a_finished_erasure_asks_for_a_forced_publish_so_the_user_leaves_the_blo
 def test_a_staff_session_may_ask_for_an_erasure_with_a_form_body(multipart):
     """Regression (issue 9): the CSRF check reads request.POST first, after which reading the raw
     body raised RawPostDataException, a 500."""
-    staff = get_user_model().objects.create_user("op", password="pw", is_staff=True)
+    staff = staff_user("op", "erase")
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff)
     client.get("/admin/")  # sets the CSRF cookie, as the admin pages would

@@ -20,7 +20,7 @@ from tasks import services
 from tasks.auth import page_token
 from tasks.models import Job
 from tests.browser import Tab, page_dom
-from tests.tasks.conftest import import_job, ndjson, rows
+from tests.tasks.conftest import import_job, ndjson, rows, staff_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -71,7 +71,7 @@ def tab() -> Iterator[Tab]:
 def staff_tab(tab: Tab, live_server, django_user_model) -> Tab:
     """A browser with an admin's session cookie, as after logging in at /admin/."""
     client = Client()
-    client.force_login(django_user_model.objects.create_user("ops", password="x", is_staff=True))
+    client.force_login(staff_user("ops", "admin"))
     tab.cookie(
         live_server.url, django_settings.SESSION_COOKIE_NAME, client.cookies[django_settings.SESSION_COOKIE_NAME].value
     )

@@ -3,6 +3,7 @@ jobs seen only by the token that created them, the api_token command and the adm
 
 import importlib
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from tasks import auth, services
 from tasks.models import ApiToken, Job
-from tests.tasks.conftest import ndjson, rows
+from tests.tasks.conftest import ndjson, rows, staff_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,7 +128,7 @@ def test_an_admin_token_and_a_staff_session_see_and_cancel_every_job(s3):
     jobs = [job_of("import", other_token), job_of("erase", None)]
     _, admin = token_client("admin")
     staff = Client()
-    staff.force_login(User.objects.create_user("op", password="pw", is_staff=True))
+    staff.force_login(staff_user("op", "admin"))
     for client in (admin, staff):
         assert {job["id"] for job in client.get("/tasks/jobs/").json()["jobs"]} == {str(job.pk) for job in jobs}
         for job in jobs:
@@ -195,8 +196,12 @@ def test_the_admin_creates_a_token_with_scopes_and_expiry_and_edits_them():
         {"name": "ops", "scopes": ["erase", "read"], "expires_at_0": "2099-01-01", "expires_at_1": "00:00:00"},
         follow=True,
     )
-    shown = [str(m) for m in response.context["messages"]]
-    raw = next(m.split(": ", 1)[1].split(" ")[0] for m in shown if m.startswith("Token for ops"))
+    assert "no-store" in response["Cache-Control"]
+    shown = re.search(r'<code id="raw-token">([^<]+)</code>', response.content.decode())
+    assert shown, "the new token's page shows it"
+    raw = shown[1]
+    assert raw not in str(response.cookies), "the raw token never goes into a cookie"
+    assert not list(response.context["messages"])
     token = ApiToken.objects.get(name="ops")
     assert token.scopes == ["erase", "read"] and token.expires_at and token.expires_at.year == 2099
     api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
