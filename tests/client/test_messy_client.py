@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from client.messy_client import MessyClient, MessyError, cli
+from client.messy_client import MessyClient, MessyError, cli, uuid7
 
 MESSAGE = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
@@ -379,3 +379,12 @@ def test_over_https_one_connection_and_one_handshake_carry_every_request(tmp_pat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_minted_ids_are_uuid7s_in_time_order():
+    first = uuid7()
+    time.sleep(0.002)
+    later = [uuid7() for _ in range(100)]
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in later)
+    assert all(first < i for i in later)
+    assert len(set(later)) == 100
