@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from django.test import Client
 
 LINKS = {"dashboard": "/stat/", "api_docs": "/api/docs/", "schema": "/api/schema/", "admin": "/admin/"}
@@ -36,3 +37,12 @@ def test_a_plain_curl_gets_the_page_and_a_post_is_refused_in_json():
     response = Client().post("/")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "accept", ["", "garbage", "*/*;q=abc", ";;;", "text/html;q=0, application/json;q=0", "\x7f/\x00"]
+)
+def test_an_odd_accept_header_still_gets_an_answer(accept):
+    response = Client().get("/", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] in ("text/html", "application/json")
