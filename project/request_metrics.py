@@ -12,11 +12,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
-from django.urls import Resolver404, resolve
+from django.http import HttpRequest, HttpResponse
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from project.lean import Environ, StartResponse, WsgiApp, lean_paths
@@ -29,6 +29,9 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 FLUSH_SECONDS = 1.0
 # A path no route matches (a scanner's guesses): one label, so they cannot grow the hash.
 UNMATCHED = "unmatched"
+# Where request_route_middleware leaves the route Django resolved: in the WSGI environ, which is
+# the request's META, so the WSGI wrapper reads it without resolving the path again.
+ROUTE_KEY = "messy.route"
 
 # (endpoint, status) -> [count per bucket (the last one: over every bound)..., sum in microseconds]
 _pending: dict[tuple[str, str], list[int]] = {}
@@ -105,16 +108,26 @@ def request_metrics_flush() -> None:
                     kept[index] += count
 
 
-def endpoint_of(path: str) -> str:
-    """The route that serves `path` ("/message/<uuid:message_id>/"), so that label values stay
-    few whatever paths clients send."""
-    if path in lean_paths():
+def endpoint_of(environ: Environ) -> str:
+    """The route that served the request ("/message/<uuid:message_id>/"), so that label values
+    stay few whatever paths clients send."""
+    path = environ.get("PATH_INFO", "")
+    if path in lean_paths() and ROUTE_KEY not in environ:
         return path if path.endswith("/") else path + "/"
-    try:
-        match = resolve(path)
-    except Resolver404:
-        return UNMATCHED
-    return "/" + str(match.route)
+    return environ.get(ROUTE_KEY, UNMATCHED)
+
+
+def request_route_middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[..., HttpResponse]:
+    """Leave the route Django resolved for the request where request_metrics_application finds it."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        match = request.resolver_match
+        if match is not None:
+            request.META[ROUTE_KEY] = "/" + str(match.route)
+        return response
+
+    return middleware
 
 
 def request_metrics_application(application: WsgiApp) -> WsgiApp:
@@ -130,7 +143,7 @@ def request_metrics_application(application: WsgiApp) -> WsgiApp:
 
         body = application(environ, start)
         request_observe(
-            endpoint_of(environ.get("PATH_INFO", "")),
+            endpoint_of(environ),
             statuses[-1] if statuses else "000",
             time.perf_counter() - started,
         )
