@@ -12,7 +12,7 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
-TEST_PACKAGES := chromium pgbouncer
+TEST_PACKAGES := chromium pgbouncer prometheus
 
 .PHONY: run test lint format bench loadtest install lock services migrate manage clean
 .PHONY: test-cluster bench-hosts

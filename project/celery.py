@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_ready
 
+import project.workers  # noqa: F401 (connects the live-workers heartbeat to the worker signals)
 from project.logs import log_bind, log_unbind
 from project.redis import redis_durability_warn
 

@@ -22,6 +22,10 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from project.redis import redis_client
+from project.request_metrics import RequestsCollector
+from project.workers import workers_live
+
 logger = logging.getLogger(__name__)
 
 # Only our own collectors (no process or platform ones): the numbers are shared by every
@@ -113,5 +117,54 @@ class BrokerQueuesCollector:
         yield metric
 
 
+class WorkersCollector:
+    """Live Celery worker processes and their pool processes, by pool (project.workers).
+    Left out when the staging Redis does not answer."""
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            live = workers_live()
+        except redis.RedisError as exc:
+            logger.warning("metrics: live workers unavailable (%s)", type(exc).__name__)
+            return
+        workers = GaugeMetricFamily("messy_workers_live", "Celery worker processes alive, by pool.", labels=["pool"])
+        processes = GaugeMetricFamily(
+            "messy_worker_pool_processes", "Pool processes of the live Celery workers, by pool.", labels=["pool"]
+        )
+        for pool, (count, total) in sorted(live.items()):
+            workers.add_metric([pool], count)
+            processes.add_metric([pool], total)
+        yield workers
+        yield processes
+
+
+class RedisMemoryCollector:
+    """Memory used and the maxmemory limit (0: none) of the staging and broker Redis servers
+    (INFO memory). A Redis Cluster is left to redis_exporter (one series per node); a server
+    that does not answer is left out."""
+
+    def collect(self) -> Iterator[Any]:
+        used = GaugeMetricFamily("messy_redis_memory_used_bytes", "Memory a Redis server uses.", labels=["role"])
+        limit = GaugeMetricFamily(
+            "messy_redis_memory_max_bytes", "A Redis server's maxmemory (0: no limit).", labels=["role"]
+        )
+        servers: list[tuple[str, Any]] = [("broker", _broker_client)]
+        if not settings.MESSY_REDIS_CLUSTER:
+            servers.insert(0, ("staging", redis_client))
+        for role, client in servers:
+            try:
+                info = client().info("memory")
+            except redis.RedisError as exc:
+                logger.warning("metrics: %s Redis memory unavailable (%s)", role, type(exc).__name__)
+                continue
+            used.add_metric([role], int(info.get("used_memory", 0)))
+            limit.add_metric([role], int(info.get("maxmemory", 0)))
+        yield used
+        yield limit
+
+
 registry.register(BuildInfoCollector())
 registry.register(BrokerQueuesCollector())
+registry.register(WorkersCollector())
+registry.register(RedisMemoryCollector())
+registry.register(RequestsCollector())

@@ -34,6 +34,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so that every line logged for a request (and its response) carries its id.
     "project.logs.request_id_middleware",
+    # The route that answered, for the web request metrics (project.request_metrics).
+    "project.request_metrics.request_route_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, but a POST without its trailing slash is a JSON 404, never a redirect.

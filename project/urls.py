@@ -8,6 +8,7 @@ handler404 = "project.http.handler404"
 handler500 = "project.http.handler500"
 
 urlpatterns = [
+    path("", views.front, name="front"),
     path("message/", include("messages.urls")),
     path("stat/", include("stats.urls")),
     path("tasks/", include("tasks.urls")),

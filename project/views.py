@@ -1,7 +1,10 @@
-"""Operational endpoints: liveness, readiness, status, Prometheus metrics."""
+"""The front page, and operational endpoints: liveness, readiness, status, Prometheus metrics."""
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import generate_latest
 
@@ -9,6 +12,47 @@ from project.health import readiness, status_components
 from project.http import api_view, json_response, methods
 from project.metrics import registry
 from project.operators import operator_required
+
+
+def front_links() -> list[dict[str, str]]:
+    return [
+        {
+            "rel": "dashboard",
+            "title": "Dashboard",
+            "href": reverse("stats:dashboard"),
+            "what": "the published stats, drawn",
+        },
+        {"rel": "api_docs", "title": "API docs", "href": reverse("api-docs"), "what": "every endpoint, browsable"},
+        {
+            "rel": "schema",
+            "title": "OpenAPI schema",
+            "href": reverse("api-schema"),
+            "what": "the API described in OpenAPI 3.1",
+        },
+        {
+            "rel": "admin",
+            "title": "Admin",
+            "href": reverse("admin:index"),
+            "what": "jobs, API tokens and schedules (staff)",
+        },
+    ]
+
+
+@api_view
+@methods("GET", "HEAD")
+def front(request: HttpRequest) -> HttpResponse:
+    """Where a newcomer lands: links to the dashboard, the API docs, the schema and the admin, as a
+    small page, or as JSON to a client that prefers it (Accept: application/json)."""
+    links = front_links()
+    if request.get_preferred_type(["text/html", "application/json"]) == "application/json":
+        response = json_response(
+            # No version here: what runs is for operators (/metrics), not for anonymous visitors.
+            {"service": "messy", "links": {link["rel"]: link["href"] for link in links}}
+        )
+    else:
+        response = render(request, "home.html", {"links": links})
+    patch_vary_headers(response, ["Accept"])
+    return response
 
 
 @api_view

@@ -468,6 +468,7 @@ CASES = [
     case("/tasks/{job_id}/", "get", 404, lambda ctx: ctx.api.get(f"/tasks/{uuid.uuid4()}/")),
     case("/tasks/{job_id}/", "get", 429, failures_exhausted("get", lambda ctx: f"/tasks/{ctx.job().pk}/")),
     # operations
+    case("/", "get", 200, lambda ctx: Client().get("/", HTTP_ACCEPT="application/json")),
     case("/healthz", "get", 200, lambda ctx: Client().get("/healthz")),
     case("/readyz", "get", 200, lambda ctx: Client().get("/readyz")),
     case("/readyz", "get", 503, redis_down(lambda ctx: Client().get("/readyz"))),
