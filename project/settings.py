@@ -157,6 +157,9 @@ MESSY_MESSAGE_MAX_CHARS = env_int("MESSY_MESSAGE_MAX_CHARS", 4096)
 MESSY_WRITE_MAX_BYTES = env_int("MESSY_WRITE_MAX_BYTES", 32 * 1024)
 MESSY_BATCH_MAX_ITEMS = env_int("MESSY_BATCH_MAX_ITEMS", 1000)
 MESSY_BATCH_MAX_BYTES = env_int("MESSY_BATCH_MAX_BYTES", 4 * 1024 * 1024)
+# A gzipped body (Content-Encoding: gzip) may inflate to at most this many times its sent size
+# (413 beyond): every inflated byte is parsed, so this bounds the work a small body can buy.
+MESSY_GZIP_MAX_RATIO = env_int("MESSY_GZIP_MAX_RATIO", 100)
 MESSY_BACKLOG_MAX = env_int("MESSY_BACKLOG_MAX", 1_000_000)
 # ...and in bytes: the stream's memory (MEMORY USAGE) plus what a write adds. Keep it well
 # under the staging Redis's maxmemory, so writes get 503 backlog_full before Redis is full.
