@@ -303,7 +303,15 @@ def test_a_json_batch_reads_the_same_by_either_parser(separators):
 
 @pytest.mark.parametrize(
     "body",
-    [b"[1,,2]", b"[1,2", b"[1 2]", b"[1]x", b'{"a": 1}', b"[" + b"[]" * 20_000 + b"]", b"[" + b"[" + b"1," * 24 + b"1]," * 900],
+    [
+        b"[1,,2]",
+        b"[1,2",
+        b"[1 2]",
+        b"[1]x",
+        b'{"a": 1}',
+        b"[" + b"[]" * 20_000 + b"]",
+        b"[" + b"[" + b"1," * 24 + b"1]," * 900,
+    ],
     ids=["empty-item", "unclosed", "no-comma", "trailing", "object", "scanned-no-comma", "scanned-unclosed"],
 )
 def test_a_malformed_json_batch_is_400_by_either_parser(body):
