@@ -11,6 +11,7 @@ and the lean handler (messages.lean, with no Django request) read requests the s
 
 import hashlib
 import json
+import json.scanner
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -213,7 +214,7 @@ def batch_items(meta: Mapping[str, Any], read_body: BodyReader) -> list[BatchIte
 
 _NDJSON_LINE = re.compile(rb"\S[^\n]*")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
-_scan_value = json.JSONDecoder().scan_once
+_scan_value = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # json.loads's own
 
 
 def _json_array_decode(raw: bytes, limit: int) -> list[Any]:
