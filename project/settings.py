@@ -171,11 +171,25 @@ MESSY_IDEMPOTENCY_TTL = env_int("MESSY_IDEMPOTENCY_TTL", 24 * 3600)
 MESSY_CLOCK_SKEW_MS = env_int("MESSY_CLOCK_SKEW_MS", 5000)
 MESSY_WRITE_API_KEYS = env_list("MESSY_WRITE_API_KEYS", "")
 MESSY_REQUIRE_WRITE_API_KEY = env_bool("MESSY_REQUIRE_WRITE_API_KEY", False)
+# Write API keys shorter than this stop the start-up: a key is the whole credential, and failed
+# guesses are only slowed (project.ratelimit), so it must be too long to guess (docs/front-door.md).
+MESSY_WRITE_API_KEY_MIN_CHARS = env_int("MESSY_WRITE_API_KEY_MIN_CHARS", 32)
+if any(len(k) < MESSY_WRITE_API_KEY_MIN_CHARS for k in MESSY_WRITE_API_KEYS):
+    raise ImproperlyConfigured(
+        f"MESSY_WRITE_API_KEYS: every key needs at least {MESSY_WRITE_API_KEY_MIN_CHARS} characters; make one with"
+        " python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
 # Addresses of the reverse proxies in front of the web processes (project.http.client_ip):
 # only a request from one of them may name its client in X-Forwarded-For. The default is the
 # front door on the same host (scripts/front.sh); list your load balancers' addresses too.
 MESSY_TRUSTED_PROXIES = env_list("MESSY_TRUSTED_PROXIES", "127.0.0.1,::1")
+# A secret the front door sends with every request (X-Messy-Front-Secret, scripts/front.sh reads
+# the same variable). Set, a proxy's X-Forwarded-For is believed only with it: needed when the
+# front door is on another host, where an address alone proves little. Generate it as the secret key.
+MESSY_FRONT_SECRET = env_str("MESSY_FRONT_SECRET", "")
+if MESSY_FRONT_SECRET and MESSY_FRONT_SECRET == SECRET_KEY:
+    raise ImproperlyConfigured("MESSY_FRONT_SECRET travels in every request: it must not be DJANGO_SECRET_KEY")
 # Per-client quotas (messages.clients): a token bucket per write API key (per client address
 # when keys are off) of MESSY_QUOTA_BURST messages, refilled at MESSY_QUOTA_RATE a second;
 # 0 turns quotas off. Overrides: "<key digest, key or address>=<rate>:<burst>,...".
