@@ -9,7 +9,6 @@ a summary of what was sent goes to test-artifacts/system/fuzz/summary.json.
 
 import json
 import os
-import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -70,23 +69,7 @@ def fuzz(system_database, s3_server, artifacts_dir) -> Iterator[Target]:
         stack.start_web()
         stack.worker("worker", role="all", concurrency=1)
         url = stack.start_front()
-        token = subprocess.run(
-            [
-                str(harness.VENV_BIN / "python"),
-                "manage.py",
-                "api_token",
-                "create",
-                f"fuzz-{time.time_ns()}",
-                "--scope",
-                "admin",
-            ],
-            cwd=harness.ROOT,
-            env=stack.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
+        token = stack.api_token("admin")
         target = Target(url=url, token=token, stack=stack)
         yield target
         documented = {
