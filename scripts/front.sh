@@ -10,7 +10,7 @@
 #                     FRONT_REAL_IP_HEADER (default X-Forwarded-For), and their
 #                     X-Forwarded-Proto is passed on
 #   FRONT_TLS_CERT, FRONT_TLS_KEY  PEM files: terminate TLS here (FRONT_BIND then speaks HTTPS)
-#   FRONT_CONN_PER_IP open requests per client address (an IPv6 /64), default 256
+#   FRONT_CONN_PER_IP open requests per client address (an IPv6 /64), default 512
 #   FRONT_ERROR_LOG_LEVEL nginx's error log level, default crit: lower levels log request lines,
 #                     query strings (messages, job page tokens) included
 #   MESSY_FRONT_SECRET sent to the web tier with every request (project.http.client_ip)
@@ -87,7 +87,7 @@ if os.environ["FRONT_TLS_CERT"]:
     ]
 values = {
     "ERROR_LOG_LEVEL": "${FRONT_ERROR_LOG_LEVEL:-crit}",
-    "CONN_PER_IP": "${FRONT_CONN_PER_IP:-256}",
+    "CONN_PER_IP": "${FRONT_CONN_PER_IP:-512}",
     "WORKERS": "${FRONT_WORKERS:-auto}",
     "RUN_DIR": "$run_dir",
     "ERROR_LOG": "${FRONT_ERROR_LOG:-/dev/stderr}",

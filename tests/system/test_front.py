@@ -508,3 +508,17 @@ def test_logs_keep_no_message_and_no_job_link_token(stack, tmp_path):
     for name, text in texts.items():
         for secret in ("very-private-text", "ada-private", "signed-page-token-value"):
             assert secret not in text, f"{name} holds {secret!r}"
+
+
+def test_one_address_cannot_hold_more_than_its_share_of_open_requests(stack):
+    stack.start_web(processes=1)
+    stack.start_front("front-conn", FRONT_CONN_PER_IP="3")
+    with SlowUploads(stack.front_port, 3):
+        time.sleep(0.5)  # nginx has read their headers
+        status, headers, body = call(stack.front_port, "GET", "/healthz")
+    assert (status, headers["Content-Type"], json.loads(body)["error"]) == (429, "application/json", "rate_limited")
+    # Once they are gone (nginx notices the closed connections), the address may connect again.
+    deadline = time.monotonic() + 10
+    while (status := call(stack.front_port, "GET", "/healthz")[0]) == 429 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status == 200
