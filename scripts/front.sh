@@ -43,7 +43,9 @@ for upstream in "${upstreams[@]}"; do
     upstream_servers+="        server ${upstream} max_fails=1 fail_timeout=5s;"$'\n'
 done
 access_log="${FRONT_ACCESS_LOG:-/dev/stdout}"
-[ "$access_log" = off ] && access_log_directive="off" || access_log_directive="$access_log messy"
+log_format=messy_json
+[ "${LOG_FORMAT:-json}" = text ] && log_format=messy
+[ "$access_log" = off ] && access_log_directive="off" || access_log_directive="$access_log $log_format"
 
 # Room for multipart boundaries around an import file of the largest allowed size.
 import_max=$(( ${MESSY_IMPORT_MAX_BYTES:-104857600} + 65536 ))

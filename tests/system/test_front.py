@@ -500,11 +500,17 @@ def test_logs_keep_no_message_and_no_job_link_token(stack, tmp_path):
     time.sleep(1.1)
     call(stack.front_port, "GET", "/tasks/01a213cd-2f86-7b2e-8a01-cc33c932aa4d/?t=signed-page-token-value")
     stack.kill("web")  # an upstream error, with the token in its request line
+    time.sleep(1.1)  # past the rate limit
     call(stack.front_port, "GET", "/tasks/01a213cd-2f86-7b2e-8a01-cc33c932aa4d/?t=signed-page-token-value")
     time.sleep(0.5)
     texts = {name: path.read_text() if path.exists() else "" for name, path in logs.items()}
     texts.update({name: stack.log(name) for name in ("web", "front-quiet")})
-    assert "/message/write/" in texts["front-access"] and "/message/write/" in texts["web-access"]
+    assert "/message/write/" in texts["web-access"]
+    # One JSON object a line (LOG_FORMAT's default), with the request id, status and duration.
+    lines = [json.loads(line) for line in texts["front-access"].splitlines()]
+    assert {line["path"] for line in lines} >= {"/message/write/", "/tasks/01a213cd-2f86-7b2e-8a01-cc33c932aa4d/"}
+    assert {line["status"] for line in lines} >= {202, 429, 503}
+    assert all(line["request_id"] and line["duration"] >= 0 for line in lines)
     for name, text in texts.items():
         for secret in ("very-private-text", "ada-private", "signed-page-token-value"):
             assert secret not in text, f"{name} holds {secret!r}"
