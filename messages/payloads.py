@@ -11,6 +11,8 @@ and the lean handler (messages.lean, with no Django request) read requests the s
 
 import hashlib
 import json
+import json.scanner
+import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,17 +72,30 @@ GZIP_ENCODINGS = ("gzip", "x-gzip")
 
 
 def gunzip(raw: bytes, max_bytes: int) -> bytes:
-    """A gzip member inflated to at most max_bytes (413 beyond, 400 when it is not gzip)."""
+    """One gzip member inflated to at most max_bytes, and to at most MESSY_GZIP_MAX_RATIO times
+    its compressed size (413 beyond either); 400 when it is not gzip, or when anything follows
+    the member (a second member or garbage would otherwise be ignored and the request answered
+    as if it held only the first). The ratio bounds what a small body can cost: every byte
+    inflated is then parsed."""
+    ratio_limit = cached_settings.MESSY_GZIP_MAX_RATIO * len(raw)
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        body = inflater.decompress(raw, max_bytes + 1)
+        body = inflater.decompress(raw, min(max_bytes, ratio_limit) + 1)
         complete = inflater.eof
     except zlib.error:
         raise ApiError(400, "malformed_gzip", "The body is not valid gzip.") from None
     if len(body) > max_bytes:
         raise _too_large(max_bytes)
+    if len(body) > ratio_limit:
+        raise ApiError(
+            413,
+            "compression_ratio_too_high",
+            f"The body inflates to more than {cached_settings.MESSY_GZIP_MAX_RATIO} times its compressed size.",
+        )
     if not complete:
         raise ApiError(400, "malformed_gzip", "The gzip body is truncated.")
+    if inflater.unused_data:
+        raise ApiError(400, "malformed_gzip", "Send one gzip member and nothing after it.")
     return body
 
 
@@ -164,40 +179,94 @@ def batch_items(meta: Mapping[str, Any], read_body: BodyReader) -> list[BatchIte
     """Items of a /message/batch/ request: a JSON array, or NDJSON (one object a line).
 
     In NDJSON a line that is not JSON is one rejected item, not a failed request; blank lines
-    are skipped. Either way the count is bounded (413 beyond).
+    are skipped. Either way the count is bounded (413 beyond), and counted while the body is
+    read: no more than MESSY_BATCH_MAX_ITEMS + 1 items are ever built.
     """
     kind = media_type(meta)
     raw = body_read(meta, read_body, settings.MESSY_BATCH_MAX_BYTES)
     if not raw.strip():
         raise ApiError(400, "empty_batch", "The batch holds no messages.")
+    limit = settings.MESSY_BATCH_MAX_ITEMS
     if _is_json(kind):
-        data = json_decode(raw)
-        if not isinstance(data, list):
-            raise ApiError(400, "malformed_json", "The body must be a JSON array of message objects.")
-        # Counted before anything is built per item: a 4 MiB array of {} is a million items.
-        if len(data) > settings.MESSY_BATCH_MAX_ITEMS:
+        data = _json_array_decode(raw, limit)
+        if len(data) > limit:
             raise _too_many_items()
         items = [BatchItem(item) for item in data]
     elif kind in NDJSON_TYPES:
         items = []
-        for line in raw.split(b"\n"):
-            if not line.strip():
-                continue
+        # Each match is a line holding something other than whitespace (from its first such
+        # byte): blank lines cost the regex engine's scan, not a Python object each.
+        for match in _NDJSON_LINE.finditer(raw):
+            if len(items) == limit:
+                raise _too_many_items()
             try:
-                items.append(BatchItem(json.loads(line)))
+                items.append(BatchItem(json.loads(match[0])))
             except UnicodeDecodeError:
                 items.append(BatchItem(None, "The line is not valid UTF-8."))
             except (ValueError, RecursionError):
                 items.append(BatchItem(None, "The line is not valid JSON."))
-            if len(items) > settings.MESSY_BATCH_MAX_ITEMS:
-                break
     else:
         raise ApiError(415, "unsupported_media_type", f"Send {JSON_TYPES[0]} (an array) or {NDJSON_TYPES[0]}.")
-    if len(items) > settings.MESSY_BATCH_MAX_ITEMS:
-        raise _too_many_items()
     if not items:
         raise ApiError(400, "empty_batch", "The batch holds no messages.")
     return items
+
+
+_NDJSON_LINE = re.compile(rb"\S[^\n]*")
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_scan_value = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # json.loads's own
+
+
+def _json_array_decode(raw: bytes, limit: int) -> list[Any]:
+    """The JSON array in `raw`, or its first limit + 1 elements when it holds more (the caller
+    refuses it). A document cannot hold more values than it has separators and brackets, so one
+    with few enough of them is read at once, by orjson (json_decode); any other is read an element
+    at a time (the standard library's scanner), so a body of a million tiny elements never
+    becomes a million objects."""
+    separators = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+    if separators <= _SEPARATORS_PER_ITEM * limit:
+        data = json_decode(raw)
+        if not isinstance(data, list):
+            raise _not_an_array()
+        return data
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_encoding", "The body is not valid UTF-8.") from None
+    index = _JSON_SPACE.match(text, 1 if text.startswith("\ufeff") else 0).end()  # type: ignore[union-attr]
+    if not text.startswith("[", index):
+        raise _not_an_array()
+    items: list[Any] = []
+    index = _JSON_SPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+    if text.startswith("]", index):
+        return _json_end(text, index + 1, items)
+    while len(items) <= limit:
+        try:
+            item, index = _scan_value(text, index)
+        except (StopIteration, ValueError, RecursionError):
+            raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
+        items.append(item)
+        index = _JSON_SPACE.match(text, index).end()  # type: ignore[union-attr]
+        if text.startswith("]", index):
+            return _json_end(text, index + 1, items)
+        if not text.startswith(",", index):
+            raise ApiError(400, "malformed_json", "The body is not valid JSON.")
+        index = _JSON_SPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+    return items
+
+
+# A batch of messages has about five separators an item (four fields); room for commas in text.
+_SEPARATORS_PER_ITEM = 16
+
+
+def _json_end(text: str, index: int, items: list[Any]) -> list[Any]:
+    if _JSON_SPACE.match(text, index).end() != len(text):  # type: ignore[union-attr]
+        raise ApiError(400, "malformed_json", "The body is not valid JSON.")
+    return items
+
+
+def _not_an_array() -> ApiError:
+    return ApiError(400, "malformed_json", "The body must be a JSON array of message objects.")
 
 
 def idempotency_key_from(meta: Mapping[str, Any]) -> str:

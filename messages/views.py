@@ -20,6 +20,7 @@ from messages import clients, payloads, selectors, services
 from messages.validation import MessageInput, message_validate
 from project.conf import cached_settings
 from project.http import Answer, ApiError, api_view, json_response, method_check, methods
+from project.ratelimit import write_key_failure_note, write_key_failures_wait
 
 ACCEPTED = 202
 WRITE_METHODS = ("GET", "POST")
@@ -34,7 +35,17 @@ def write_key_check(meta: Mapping[str, Any]) -> str:
     if cached_settings.MESSY_REQUIRE_WRITE_API_KEY:
         if not key:
             raise ApiError(401, "api_key_required", "Send an API key in X-API-Key or Authorization: Bearer.")
+        # Wrong keys count toward the failure limit of the client's address (project.ratelimit).
+        wait = write_key_failures_wait(meta)
+        if wait:
+            raise ApiError(
+                429,
+                "too_many_failures",
+                "Too many invalid API keys from your address; retry later.",
+                headers={"Retry-After": str(wait)},
+            )
         if not clients.api_key_valid(key):
+            write_key_failure_note(meta)
             raise ApiError(403, "api_key_invalid", "That API key is not valid.")
     return key
 

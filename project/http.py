@@ -6,6 +6,8 @@ reads or writes the same way: bearer credentials, the client's address and times
 """
 
 import functools
+import hmac
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,20 +70,37 @@ def bearer_token(meta: Mapping[str, Any]) -> str | None:
 
 
 _trusted_proxies: frozenset[str] | None = None
+_front_secret: bytes | None = None
+# The header the front door sets to MESSY_FRONT_SECRET (deploy/nginx.conf.template).
+FRONT_SECRET_HEADER = "HTTP_X_MESSY_FRONT_SECRET"  # noqa: S105 (a header name)
 
 
 @receiver(setting_changed)
 def _trusted_proxies_forget(setting: str, **_: Any) -> None:
-    global _trusted_proxies
-    if setting == "MESSY_TRUSTED_PROXIES":
-        _trusted_proxies = None
+    global _trusted_proxies, _front_secret
+    if setting in ("MESSY_TRUSTED_PROXIES", "MESSY_FRONT_SECRET"):
+        _trusted_proxies = _front_secret = None
+
+
+def _from_front_door(meta: Mapping[str, Any]) -> bool:
+    """Whether a request from a trusted proxy's address carries MESSY_FRONT_SECRET (always, when
+    none is set). Across hosts an address proves little (a shared network, another tenant of the
+    proxy's host): the secret the front door adds is what says the header came from it."""
+    global _front_secret
+    secret = _front_secret
+    if secret is None:
+        secret = _front_secret = settings.MESSY_FRONT_SECRET.encode()
+    if not secret:
+        return True
+    return hmac.compare_digest(meta.get(FRONT_SECRET_HEADER, "").encode("latin-1", "replace"), secret)
 
 
 def client_ip(meta: Mapping[str, Any]) -> str:
     """The address of the client that sent the request: REMOTE_ADDR, unless that is one of
-    MESSY_TRUSTED_PROXIES, in which case the address that proxy put in X-Forwarded-For (the
-    rightmost entry that is not itself a trusted proxy). Anything else in the header was written
-    by the client and is ignored, so a client cannot pick the address its quota is charged to.
+    MESSY_TRUSTED_PROXIES (and the request carries MESSY_FRONT_SECRET, when one is set), in which
+    case the address that proxy put in X-Forwarded-For (the rightmost entry that is not itself a
+    trusted proxy). Anything else in the header was written by the client and is ignored, so a
+    client cannot pick the address its quota is charged to.
 
     `meta`: the WSGI environ (a Django request's META). On the write path: the trusted set is
     built once per process, not per request.
@@ -96,7 +115,7 @@ def client_ip(meta: Mapping[str, Any]) -> str:
     if remote not in trusted:
         return remote
     forwarded = meta.get("HTTP_X_FORWARDED_FOR")
-    if not forwarded:
+    if not forwarded or not _from_front_door(meta):
         return remote
     hops = [hop.strip() for hop in forwarded.split(",")]
     for hop in reversed(hops):
@@ -104,6 +123,21 @@ def client_ip(meta: Mapping[str, Any]) -> str:
             return hop
     # Every hop is a trusted proxy: the client itself runs on a proxy's host.
     return next((hop for hop in hops if hop), remote)
+
+
+def client_network(address: str) -> str:
+    """What per-address limits count against: the address itself, or for IPv6 its /64 (one
+    subscriber's network: a client that holds a /64 could otherwise take a new address per
+    request). Not an IP address (a proxy's odd header): returned as it is."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1: an IPv4 client, counted by its own address
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class ApiError(Exception):

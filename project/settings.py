@@ -160,6 +160,9 @@ MESSY_MESSAGE_MAX_CHARS = env_int("MESSY_MESSAGE_MAX_CHARS", 4096)
 MESSY_WRITE_MAX_BYTES = env_int("MESSY_WRITE_MAX_BYTES", 32 * 1024)
 MESSY_BATCH_MAX_ITEMS = env_int("MESSY_BATCH_MAX_ITEMS", 1000)
 MESSY_BATCH_MAX_BYTES = env_int("MESSY_BATCH_MAX_BYTES", 4 * 1024 * 1024)
+# A gzipped body (Content-Encoding: gzip) may inflate to at most this many times its sent size
+# (413 beyond): every inflated byte is parsed, so this bounds the work a small body can buy.
+MESSY_GZIP_MAX_RATIO = env_int("MESSY_GZIP_MAX_RATIO", 100)
 MESSY_BACKLOG_MAX = env_int("MESSY_BACKLOG_MAX", 1_000_000)
 # ...and in bytes: the stream's memory (MEMORY USAGE) plus what a write adds. Keep it well
 # under the staging Redis's maxmemory, so writes get 503 backlog_full before Redis is full.
@@ -171,6 +174,14 @@ MESSY_IDEMPOTENCY_TTL = env_int("MESSY_IDEMPOTENCY_TTL", 24 * 3600)
 MESSY_CLOCK_SKEW_MS = env_int("MESSY_CLOCK_SKEW_MS", 5000)
 MESSY_WRITE_API_KEYS = env_list("MESSY_WRITE_API_KEYS", "")
 MESSY_REQUIRE_WRITE_API_KEY = env_bool("MESSY_REQUIRE_WRITE_API_KEY", False)
+# Write API keys shorter than this stop the start-up: a key is the whole credential, and failed
+# guesses are only slowed (project.ratelimit), so it must be too long to guess (docs/front-door.md).
+MESSY_WRITE_API_KEY_MIN_CHARS = env_int("MESSY_WRITE_API_KEY_MIN_CHARS", 32)
+if any(len(k) < MESSY_WRITE_API_KEY_MIN_CHARS for k in MESSY_WRITE_API_KEYS):
+    raise ImproperlyConfigured(
+        f"MESSY_WRITE_API_KEYS: every key needs at least {MESSY_WRITE_API_KEY_MIN_CHARS} characters; make one with"
+        " python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 MESSY_BENCH_ENDPOINTS = env_bool("MESSY_BENCH_ENDPOINTS", False)
 # Addresses of the reverse proxies in front of the web processes (project.http.client_ip):
 # only a request from one of them may name its client in X-Forwarded-For. The default is the
@@ -183,6 +194,12 @@ MESSY_OPERATOR_TOKEN = env_str("MESSY_OPERATOR_TOKEN", "")
 MESSY_OPERATOR_NETWORKS = env_list("MESSY_OPERATOR_NETWORKS", "127.0.0.0/8,::1/128")
 # How long a web process reuses its last /status report: a burst of calls probes once.
 MESSY_STATUS_CACHE_SECONDS = env_float("MESSY_STATUS_CACHE_SECONDS", 5.0)
+# A secret the front door sends with every request (X-Messy-Front-Secret, scripts/front.sh reads
+# the same variable). Set, a proxy's X-Forwarded-For is believed only with it: needed when the
+# front door is on another host, where an address alone proves little. Generate it as the secret key.
+MESSY_FRONT_SECRET = env_str("MESSY_FRONT_SECRET", "")
+if MESSY_FRONT_SECRET and MESSY_FRONT_SECRET == SECRET_KEY:
+    raise ImproperlyConfigured("MESSY_FRONT_SECRET travels in every request: it must not be DJANGO_SECRET_KEY")
 # Per-client quotas (messages.clients): a token bucket per write API key (per client address
 # when keys are off) of MESSY_QUOTA_BURST messages, refilled at MESSY_QUOTA_RATE a second;
 # 0 turns quotas off. Overrides: "<key digest, key or address>=<rate>:<burst>,...".

@@ -25,6 +25,7 @@ from tasks import views
 
 urlpatterns = [
     path("import/", views.import_create, name="job-import"),
+    path("import/check/", views.import_check, name="job-import-check"),  # the front door's auth_request
     path("erase/", views.erase, name="job-erase"),
     path("jobs/", views.jobs_list, name="job-list"),
     path("jobs/<uuid:job_id>/", views.job_detail, name="job-detail"),

@@ -107,6 +107,23 @@ def import_create(request: HttpRequest) -> HttpResponse:
     return _created(job)
 
 
+_import_allowed = credentials_required(ApiToken.Scope.IMPORT)(lambda request: HttpResponse(status=204))
+
+
+def import_check(request: HttpRequest) -> HttpResponse:
+    """The front door's check of an upload's credentials before it reads the body (nginx's
+    auth_request for POST /tasks/import/, deploy/nginx.conf.template): 204 when import_create
+    would accept them, else 401 or 403 with the reason in X-Messy-Error (auth_request passes on
+    headers, not bodies; over the failure limit: 403, too_many_failures and Retry-After)."""
+    if request.headers.get("X-Original-Method", "POST") != "POST":
+        return HttpResponse(status=204)  # import_create answers the method itself
+    try:
+        return _import_allowed(request)
+    except ApiError as refused:
+        status = 401 if refused.status == 401 else 403
+        return HttpResponse(status=status, headers={**(refused.headers or {}), "X-Messy-Error": refused.error})
+
+
 def _erase_data(request: HttpRequest) -> dict[str, Any]:
     """The body of POST /tasks/erase/. A form or multipart body is read through request.POST:
     a staff session's CSRF check may already have parsed it from the stream, after which the

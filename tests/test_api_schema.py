@@ -44,7 +44,8 @@ METHODS = ("get", "post", "put", "patch", "delete")
 # Not part of the API: Django's admin, the benchmark's baseline view and its Django-served write
 # endpoints (routed only when MESSY_BENCH_ENDPOINTS is on, as in the test settings), and the
 # pages' script and style files.
-NOT_DESCRIBED = ("/admin/", "/message/noop/", "/message/django/")
+# /tasks/import/check/: the front door's own check of an upload's credentials (nginx auth_request).
+NOT_DESCRIBED = ("/admin/", "/message/noop/", "/message/django/", "/tasks/import/check/")
 PAGE_ASSETS = (".js", ".css")
 # Views that answer every method. Only the methods that mean something are documented.
 ANY_METHOD = {"/metrics": {"get"}}

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.test import RequestFactory
 
-from project.http import client_ip
+from project.http import client_ip, client_network
 
 FRONT = "127.0.0.1"
 
@@ -74,3 +74,34 @@ def test_the_trusted_set_is_built_once_and_rebuilt_when_the_setting_changes(sett
     assert http._trusted_proxies is built
     settings.MESSY_TRUSTED_PROXIES = []
     assert client_ip(request(FRONT, "203.0.113.7")) == FRONT
+
+
+def test_with_a_front_secret_the_header_is_believed_only_with_it(settings):
+    settings.MESSY_TRUSTED_PROXIES = ["10.0.0.9"]
+    settings.MESSY_FRONT_SECRET = "front-secret-" + "s" * 40
+    spoofed = request("10.0.0.9", "203.0.113.7")
+    assert client_ip(spoofed) == "10.0.0.9"
+    spoofed["HTTP_X_MESSY_FRONT_SECRET"] = "a guess"
+    assert client_ip(spoofed) == "10.0.0.9"
+    spoofed["HTTP_X_MESSY_FRONT_SECRET"] = settings.MESSY_FRONT_SECRET
+    assert client_ip(spoofed) == "203.0.113.7"
+    # Still only from a trusted address: the secret alone names no client.
+    elsewhere = request("198.51.100.9", "203.0.113.7")
+    elsewhere["HTTP_X_MESSY_FRONT_SECRET"] = settings.MESSY_FRONT_SECRET
+    assert client_ip(elsewhere) == "198.51.100.9"
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2::7", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1%eth0", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("not-an-address", "not-an-address"),
+        ("", ""),
+    ],
+)
+def test_per_address_limits_count_an_ipv6_client_by_its_64(address, network):
+    assert client_network(address) == network

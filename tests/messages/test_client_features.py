@@ -4,6 +4,7 @@ timestamp, gzipped bodies, and paths without the trailing slash."""
 import gzip
 import io
 import json
+import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -220,6 +221,104 @@ def test_the_size_limit_applies_to_the_inflated_body(settings, write_client):
 def test_a_body_that_is_not_valid_gzip_is_400(raw, write_client):
     response = post_gzip(write_client, "/message/write/", raw)
     assert (response.status_code, response.json()["error"]) == (400, "malformed_gzip")
+
+
+def test_a_body_that_inflates_past_the_ratio_is_refused_before_it_is_parsed(settings):
+    settings.MESSY_GZIP_MAX_RATIO = 10
+    assert payloads.gunzip(gzip.compress(b"0123456789" * 5), 10_000) == b"0123456789" * 5
+    with pytest.raises(ApiError) as refused:
+        payloads.gunzip(gzip.compress(b" " * 5000), 10_000)
+    assert (refused.value.status, refused.value.error) == (413, "compression_ratio_too_high")
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [gzip.compress(b'{"username": "eve"}'), b"garbage", b"\0"],
+    ids=["second-member", "garbage", "nul"],
+)
+def test_anything_after_the_gzip_member_is_400(tail, write_client):
+    response = post_gzip(write_client, "/message/write/", gzip.compress(json.dumps(GOOD).encode()) + tail)
+    assert (response.status_code, response.json()["error"]) == (400, "malformed_gzip")
+
+
+def _batch_cost(body: bytes, content_type: str, encoding: str = "identity") -> tuple[ApiError, float, int]:
+    """What refusing `body` at /message/batch/ costs: the error, CPU seconds, peak bytes allocated."""
+    meta = {"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body)), "HTTP_CONTENT_ENCODING": encoding}
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        with pytest.raises(ApiError) as refused:
+            payloads.batch_items(meta, lambda: body)
+        return refused.value, time.process_time() - started, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    ("document", "content_type"),
+    [
+        (b"[" + b"{}," * 1_400_000 + b"{}]", "application/json"),
+        (b"{}\n" * 1_400_000, "application/x-ndjson"),
+        (b"[" + b"1," * 2_000_000 + b"1]", "application/json"),
+    ],
+    ids=["json-objects", "ndjson-objects", "json-numbers"],
+)
+def test_a_hostile_4_kb_gzip_batch_costs_little(document, content_type):
+    """4 MiB of tiny items gzip to about 4 KB: refused for its ratio, before parsing anything.
+    Before: the whole document was parsed (0.2-0.3 s of CPU, 40-80 MB)."""
+    bomb = gzip.compress(document, 9)
+    assert len(bomb) < 16_000
+    refused, cpu, peak = _batch_cost(bomb, content_type, "gzip")
+    assert (refused.status, refused.error) == (413, "compression_ratio_too_high")
+    assert cpu < 0.05, f"{cpu:.3f} s of CPU"
+    assert peak < 2_000_000, f"{peak:,} bytes allocated"
+
+
+@pytest.mark.parametrize(
+    ("document", "content_type"),
+    [
+        (b"[" + b"{}," * 300_000 + b"{}]", "application/json"),
+        (b"[" + b'"",' * 300_000 + b'""]', "application/json"),
+        (b"{}\n" * 300_000, "application/x-ndjson"),
+        (b"\n" * 1_000_000 + b"{}\n" * 300_000, "application/x-ndjson"),
+    ],
+    ids=["json-objects", "json-strings", "ndjson", "ndjson-blank-lines"],
+)
+def test_items_past_the_limit_are_counted_not_built(document, content_type):
+    """What a body within the ratio can inflate to: counting stops at the item limit."""
+    refused, cpu, peak = _batch_cost(document, content_type)
+    assert (refused.status, refused.error) == (413, "too_many_items")
+    assert cpu < 0.05, f"{cpu:.3f} s of CPU"
+    # The body itself (and, for a JSON array, its text) and the limit's items, nothing per item past it.
+    assert peak < 2 * len(document) + 1_000_000, f"{peak:,} bytes allocated"
+
+
+@pytest.mark.parametrize("separators", [10, 30_000])
+def test_a_json_batch_reads_the_same_by_either_parser(separators):
+    items = [{**GOOD, "message": "," * separators, "n": [1.5, None, True, "\u00e9"]}, {}, [], "x"]
+    body = json.dumps(items).encode()
+    meta = {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))}
+    assert [item.data for item in payloads.batch_items(meta, lambda: body)] == items
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1,,2]",
+        b"[1,2",
+        b"[1 2]",
+        b"[1]x",
+        b'{"a": 1}',
+        b"[" + b"[]" * 20_000 + b"]",
+        b"[" + b"[" + b"1," * 24 + b"1]," * 900,
+    ],
+    ids=["empty-item", "unclosed", "no-comma", "trailing", "object", "scanned-no-comma", "scanned-unclosed"],
+)
+def test_a_malformed_json_batch_is_400_by_either_parser(body):
+    meta = {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))}
+    with pytest.raises(ApiError) as refused:
+        payloads.batch_items(meta, lambda: body)
+    assert (refused.value.status, refused.value.error) == (400, "malformed_json")
 
 
 def test_an_unknown_content_encoding_is_415(write_client):

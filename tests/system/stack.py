@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from tests.harness import SYSTEM, ProcessGroup, RunConfig, db_connect, free_port, wait_for_port
+from tests.harness import ROOT, SYSTEM, VENV_BIN, ProcessGroup, RunConfig, db_connect, free_port, wait_for_port
 
 KEY_PREFIX = SYSTEM.key_prefix
 
@@ -88,6 +88,18 @@ class Stack(ProcessGroup):
             return response.status, json.loads(response.read() or b"{}")
         finally:
             connection.close()
+
+    def api_token(self, scope: str) -> str:
+        """A new jobs API token with `scope` (manage.py api_token create, as an operator makes one)."""
+        return subprocess.run(
+            [str(VENV_BIN / "python"), "manage.py", "api_token", "create", f"test-{time.time_ns()}", "--scope", scope],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
 
     def db(self) -> psycopg2.extensions.connection:
         return db_connect(self.config)

@@ -1,15 +1,17 @@
 """The API fuzzed through the front door: Schemathesis generates requests from
 project/openapi.yaml (data that fits the document and data that does not) against live nginx,
 gunicorn and a worker, and every answer must be documented: no 5xx, a documented status,
-content type, headers and body.
+content type, headers and body. Then what the document cannot generate: the write paths without
+their slash, NUL bytes in paths, bad and multi-member gzip bodies: no 5xx and no HTML answer.
 
 One stack for the whole module (starting one per operation would cost more than the fuzzing);
 a summary of what was sent goes to test-artifacts/system/fuzz/summary.json.
 """
 
+import gzip
 import json
 import os
-import subprocess
+import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -70,23 +72,7 @@ def fuzz(system_database, s3_server, artifacts_dir) -> Iterator[Target]:
         stack.start_web()
         stack.worker("worker", role="all", concurrency=1)
         url = stack.start_front()
-        token = subprocess.run(
-            [
-                str(harness.VENV_BIN / "python"),
-                "manage.py",
-                "api_token",
-                "create",
-                f"fuzz-{time.time_ns()}",
-                "--scope",
-                "admin",
-            ],
-            cwd=harness.ROOT,
-            env=stack.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
+        token = stack.api_token("admin")
         target = Target(url=url, token=token, stack=stack)
         yield target
         documented = {
@@ -169,3 +155,57 @@ def test_an_import_name_with_a_nul_byte_is_refused_cleanly(fuzz: Target) -> None
         timeout=30,
     )
     assert response.status_code == 400, response.text
+
+
+MESSAGE = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
+_ONE = json.dumps(MESSAGE).encode()
+_MANY = json.dumps([MESSAGE] * 3).encode()
+GZIP_BODIES = {
+    "gzip": lambda raw: gzip.compress(raw),
+    "two members": lambda raw: gzip.compress(raw) + gzip.compress(raw),
+    "garbage after": lambda raw: gzip.compress(raw) + b"\x00garbage",
+    "corrupt": lambda raw: b"\x1f\x8b" + raw,
+    "truncated": lambda raw: gzip.compress(raw)[:-6],
+    "bomb": lambda raw: gzip.compress(raw[:-1] + b" " * 3_000_000 + raw[-1:]),
+}
+
+
+def _api_answer(response: requests.Response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:200])
+    assert response.headers.get("Content-Type", "").startswith("application/json"), response.text[:200]
+
+
+@pytest.mark.parametrize("path", ["/message/write/", "/message/write", "/message/batch/", "/message/batch"])
+@pytest.mark.parametrize("encoding", list(GZIP_BODIES))
+def test_gzip_bodies_good_and_bad_get_json_answers_on_either_path(fuzz: Target, path: str, encoding: str) -> None:
+    raw = _MANY if "batch" in path else _ONE
+    response = requests.post(
+        fuzz.url + path,
+        data=GZIP_BODIES[encoding](raw),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        timeout=30,
+    )
+    _api_answer(response)
+    assert response.status_code == (202 if encoding == "gzip" else 413 if encoding == "bomb" else 400), response.text
+    fuzz.statuses[f"POST {path} ({encoding})"][response.status_code] += 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/message/%00", "/message/write/%00", "/message/write%00/", "/tasks/%00/", "/tasks/jobs/%00/", "/stat/get/%00"],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_nul_bytes_in_paths_get_json_answers(fuzz: Target, path: str, method: str) -> None:
+    response = requests.request(method, fuzz.url + path, data=_ONE, timeout=30, allow_redirects=False)
+    _api_answer(response)
+
+
+def test_a_raw_nul_byte_in_the_request_line_gets_a_json_answer(fuzz: Target) -> None:
+    port = int(fuzz.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET /message/\x00/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"Content-Type: application/json" in answer, answer[:300]
