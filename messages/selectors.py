@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from django.db import DatabaseError
 
-from messages import staging
+from messages import copies, staging
 from messages.ids import message_id_ms
 from messages.models import Message
 from project.http import timestamp
@@ -22,7 +22,7 @@ def _staged(message_id: uuid.UUID) -> bool:
     restarted, its TTL passed during a long PostgreSQL outage) its entry in the stream, found
     from the millisecond in its UUIDv7."""
     text = str(message_id)
-    return staging.copy_exists(text) or staging.entry_find(text, message_id_ms(message_id))
+    return copies.copy_exists(text) or staging.entry_find(text, message_id_ms(message_id))
 
 
 def message_status(message_id: uuid.UUID) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from django.test import Client
 
 from messages import ids, services, staging
 from messages.models import Message
-from messages.staging import StagedPayload
+from messages.staged import StagedPayload
 from stats.models import CityCount, MinuteCount, StateCount, Totals, UserCount
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -254,7 +254,7 @@ def deep_backlog_drained_once(settings) -> int:
     for _ in range(10):  # as the helpers would, each on its slot
         for slot in range(10):
             if staging.redis_client().get(staging.slot_key(slot)) in (b"fan-out", b"test"):
-                services._fan_out_if_behind(slot, 0, settings.MESSY_DRAIN_BATCH_SIZE)
+                services.drain._fan_out_if_behind(slot, 0, settings.MESSY_DRAIN_BATCH_SIZE)
     return sum(bool(staging.redis_client().exists(staging.slot_key(slot))) for slot in range(10))
 
 

@@ -58,7 +58,7 @@ def test_the_bucket_refills_over_time(quota, write_client, monkeypatch):
     # The write path's clock, stopped: on a running one, a slow moment between two writes
     # would refill a token.
     clock = StoppedClock()
-    monkeypatch.setattr(services, "time", clock)
+    monkeypatch.setattr(services.accept, "time", clock)
     client = write_client()
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
     clock.advance(0.049)  # less than a token's worth (one each 50 ms)

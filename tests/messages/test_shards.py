@@ -12,7 +12,7 @@ from django.core.cache import caches
 from django.test import Client
 from redis.crc import key_slot
 
-from messages import ids, services, staging
+from messages import copies, ids, services, staging
 from messages.models import Message
 from messages.validation import MessageInput
 from stats.selectors import rollups_differences
@@ -155,7 +155,7 @@ def test_the_quota_is_exact_with_several_shards(three_shards, settings):
 def test_a_staged_message_reads_pending_from_any_shard_without_its_memcached_copy(three_shards):
     for address in addresses(9):
         message_id = write_from(address).json()["id"]
-        caches["staged"].delete(staging.copy_key(message_id))
+        caches["staged"].delete(copies.copy_key(message_id))
         assert Client().get(f"/message/{message_id}/").json()["status"] == "pending"
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.cache import caches
 from django.test import Client
 
-from messages import ids, services, staging
+from messages import copies, ids, services, staging
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +33,7 @@ def test_a_staged_message_reads_as_pending_then_as_stored_with_its_fields():
 
 def test_the_memcached_copy_is_written_when_a_message_is_accepted():
     message_id = write(Client())
-    copy = json.loads(caches["staged"].get(staging.copy_key(message_id)))
+    copy = json.loads(caches["staged"].get(copies.copy_key(message_id)))
     assert copy["id"] == message_id
     assert copy["message"] == "hello"
 
@@ -74,7 +74,7 @@ def test_a_message_staged_after_an_entry_from_a_host_whose_clock_is_ahead_is_sti
     ahead_ms = ids.message_id_ms(ids.message_id_new()) + 2000
     staging.redis_client().execute_command("XADD", staging.stream_key(), f"{ahead_ms}-0", "m", b"{}")
     message_id = write(client)  # its entry cannot take its own millisecond: it follows the other
-    caches["staged"].delete(staging.copy_key(message_id))
+    caches["staged"].delete(copies.copy_key(message_id))
     assert client.get(f"/message/{message_id}/").json()["status"] == "pending"
 
 

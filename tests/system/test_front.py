@@ -149,7 +149,7 @@ def test_on_one_host_the_pieces_talk_through_unix_sockets(stack):
         connection.close()
         assert response.status == 202, accepted
 
-        # The web server holds a copy for up to messages.staging.COPIES_MAX_AGE (20 ms) and sends it
+        # The web server holds a copy for up to messages.copies.COPIES_MAX_AGE (20 ms) and sends it
         # with the next ones or once due, so it may land just after the answer.
         memcached = MemcachedClient(str(memcached_socket))
         copy_key, deadline = f"{KEY_PREFIX}:1:staged:{accepted['id']}", time.monotonic() + 5

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from messages.services import messages_persist
-from messages.staging import StagedPayload
+from messages.staged import StagedPayload
 from project.storage import bucket_ensure
 from stats.selectors import rollups_differences
 from tasks import auth

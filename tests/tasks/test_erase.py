@@ -14,10 +14,11 @@ from django.core.cache import caches
 from django.db import connection
 from django.test import Client
 
-from messages import staging
+from messages import copies, staging
+from messages.copies import copy_key
 from messages.models import Message
 from messages.services import messages_persist, messages_stage
-from messages.staging import copy_key
+from messages.staged import payload_decode
 from messages.tasks import messages_copies_delete
 from messages.validation import MessageInput
 from project.redis import key
@@ -86,7 +87,7 @@ def test_a_message_a_drain_is_storing_while_the_job_runs_is_erased_too(api, sett
 
     def drain_finishes_later() -> None:
         time.sleep(1)
-        messages_persist([staging.payload_decode(entry.payload) for entry in held])
+        messages_persist([payload_decode(entry.payload) for entry in held])
         staging.batch_ack([entry.entry_id for entry in held], 2, 0)
         connection.close()
 
@@ -171,7 +172,7 @@ def test_an_erasure_needs_a_valid_username(api, body):
 
 
 def test_a_backlog_larger_than_one_scan_page_is_searched_to_its_end(api, monkeypatch):
-    monkeypatch.setattr(staging, "SCAN_COUNT", 3)
+    monkeypatch.setattr(staging.erasure, "SCAN_COUNT", 3)
     for name in ("bob", USER, "bob", "bob", "cleo", USER, "bob", "dan", USER):
         stage(name)
     job_id = erase(api)
@@ -209,7 +210,7 @@ def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_
     so one may land after the erasure deleted it. The erasure deletes the copies of the messages
     accepted within that moment's bound once more, when the bound has passed."""
     now_ms = time.time_ns() // 1_000_000
-    old = payload(USER, accepted_at=now_ms - (staging.copies_late_seconds() + 60) * 1000)
+    old = payload(USER, accepted_at=now_ms - (copies.copies_late_seconds() + 60) * 1000)
     recent = payload(USER, accepted_at=now_ms)
     store([old, recent])
     staged_ids = stage(USER, 2)
@@ -221,7 +222,7 @@ def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_
     assert sorted(i for t in late for i in t["args"][0]) == sorted([*staged_ids, recent["id"]])
     for task in late:
         eta = datetime.datetime.fromisoformat(task["eta"]).timestamp()
-        assert eta >= now_ms / 1000 + staging.copies_late_seconds() - 1
+        assert eta >= now_ms / 1000 + copies.copies_late_seconds() - 1
     # The copies a web process sent after the erasure had deleted them:
     landed = [*staged_ids, recent["id"]]
     caches["staged"].set_many({copy_key(i): b"{}" for i in landed})
