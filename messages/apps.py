@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 from messages.metrics import StagingAgeCollector, StagingCollector, staging_status
 from project.health import status_components
-from project.lean import lean_paths_register
+from project.lean import lean_views_register
 from project.metrics import registry
 
 
@@ -20,4 +20,4 @@ class MessagesConfig(AppConfig):
         # The write endpoints, served by project.wsgi before Django's handler.
         from messages.lean import HANDLERS  # imports the views: not before the apps are ready
 
-        lean_paths_register(HANDLERS)
+        lean_views_register(HANDLERS)

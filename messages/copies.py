@@ -1,43 +1,34 @@
-"""The memcached copies of staged messages, which answer "pending" status reads cheaply.
+"""The memcached copies of staged messages: a marker per message id, so a "pending" status read
+is one memcached get. A copy holds no message content (only its presence is ever read), and
+losing one costs nothing: the stream entry is the durable copy.
 
 # Documented in docs/fast-path.md ("Deferred copies").
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache import caches
 
-from messages.staged import StagedPayload
 from project import deferred
 from project.conf import cached_settings
 
-# A copy of each staged payload answers "pending" status reads cheaply. Written without waiting
-# for a reply (the "staged" cache is noreply): losing one costs nothing, the stream entry is the
-# durable copy.
+MARKER = b"1"
+
+# A web process sends copies in groups (project.deferred), at most COPIES_MAX_AGE after the
+# first of a group was added; docs/fast-path.md says why and what it saves.
+COPIES_GROUP = 16
+COPIES_MAX_AGE = 0.02  # seconds
 
 
 def copy_key(message_id: str) -> str:
     return f"staged:{message_id}"
 
 
-# A web process sends its memcached copies in groups (project.deferred): one set_many of a
-# group costs memcached and the web process about what one set of a single copy does, and at a
-# write's cost that decides whether a write is cheaper than a Django view that does nothing
-# (README "Benchmarks"). A copy is sent when the group is full, or once it has waited
-# COPIES_MAX_AGE: before the next request, or while the web process waits for one. So at most
-# about a request's duration after staging (copies_late_seconds() bounds it). Until then a status read
-# finds the message in the stream, as it does after an eviction.
-COPIES_GROUP = 16
-COPIES_MAX_AGE = 0.02  # seconds
-
-
 def _copies_send(keyed: dict[str, bytes]) -> None:
     copies = caches["staged"]
-    # Straight to the cache backend's own pymemcache client (what its set_many() calls), with
-    # keys made as it makes them (copies_store): its set_many() would first check each key for
-    # characters memcached refuses, one character at a time in Python, and these keys are ours
-    # (a prefix and a UUID). Noreply: nothing waits for memcached.
+    # The backend's own pymemcache client, noreply, keys made as copies_store makes them: its
+    # set_many() would check each key's characters in Python, and these keys are ours.
     client: Any = copies._cache  # type: ignore[attr-defined]
     client.set_many(keyed, copies.get_backend_timeout(), noreply=True)
 
@@ -52,11 +43,10 @@ def copies_late_seconds() -> int:
 _copies = deferred.SendBuffer(_copies_send, COPIES_GROUP, COPIES_MAX_AGE)
 
 
-def copies_store(payloads: Sequence[StagedPayload], documents: Sequence[bytes]) -> None:
-    """Store the copies of staged payloads (documents: the same payloads, JSON-encoded); in the
-    web server, with the next ones (see COPIES_GROUP)."""
+def copies_store(message_ids: Iterable[str]) -> None:
+    """Mark these messages as staged; in the web server, with the next ones (COPIES_GROUP)."""
     make_key = caches["staged"].make_key
-    _copies.add({make_key(copy_key(p["id"])): document for p, document in zip(payloads, documents, strict=True)})
+    _copies.add({make_key(copy_key(message_id)): MARKER for message_id in message_ids})
 
 
 def copy_exists(message_id: str) -> bool:

@@ -9,6 +9,8 @@ from typing import NotRequired, TypedDict
 
 import orjson
 
+from messages.validation import MessageInput
+
 
 class StagedPayload(TypedDict):
     """A message between acceptance and storage: the JSON document in the stream and in
@@ -46,3 +48,17 @@ def username_and_id(raw: bytes | None) -> tuple[str, str]:
         return str(payload["username"]), str(payload["id"])
     except (ValueError, KeyError, TypeError):
         return "", ""
+
+
+def staged_payload(message_id: str, item: MessageInput, accepted_at: int) -> StagedPayload:
+    payload: StagedPayload = {
+        "id": message_id,
+        "username": item.username,
+        "city": item.city,
+        "state": item.state,
+        "message": item.message,
+        "accepted_at": accepted_at,
+    }
+    if item.sent_at is not None:
+        payload["sent_at"] = item.sent_at
+    return payload

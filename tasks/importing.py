@@ -20,8 +20,8 @@ from django.db import transaction
 from django.utils.crypto import salted_hmac
 
 from messages.ids import message_id_from
-from messages.services import messages_persist, staged_payload
-from messages.staged import StagedPayload
+from messages.services import messages_persist
+from messages.staged import StagedPayload, staged_payload
 from messages.validation import message_validate
 from project.storage import bucket_prepare, s3_client
 from tasks.erasing import erased_digests, fence_lock_shared, username_digest

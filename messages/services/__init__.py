@@ -4,18 +4,8 @@ drain, erase (and retention), dead_letters.
 # Documented in docs/staging.md
 """
 
-from messages.services.accept import (
-    Accepted,
-    BacklogFull,
-    IdempotencyConflict,
-    QuotaExceeded,
-    Staged,
-    StagingFull,
-    messages_accept,
-    messages_rejected_count,
-    messages_stage,
-    staged_payload,
-)
+from messages.errors import BacklogFull, IdempotencyConflict, QuotaExceeded, StagingFull, StagingUnavailable
+from messages.services.accept import Accepted, WriteRequest, messages_accept, messages_rejected_count
 from messages.services.dead_letters import dead_letters_purge, dead_letters_replay
 from messages.services.drain import (
     DrainReport,
@@ -41,8 +31,9 @@ __all__ = [
     "DrainReport",
     "IdempotencyConflict",
     "QuotaExceeded",
-    "Staged",
     "StagingFull",
+    "StagingUnavailable",
+    "WriteRequest",
     "copies_delete",
     "copies_delete_later",
     "dead_letters_purge",
@@ -58,7 +49,5 @@ __all__ = [
     "messages_erase_wait",
     "messages_persist",
     "messages_rejected_count",
-    "messages_stage",
     "messages_sweep",
-    "staged_payload",
 ]

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 
 from messages import copies, staging
 from messages.services.drain import drain_schedule
-from messages.staged import StagedPayload, payload_decode
+from messages.staged import payload_decode
 
 logger = logging.getLogger(__name__)
 
@@ -14,15 +14,14 @@ logger = logging.getLogger(__name__)
 # stream, untrimmed, until an operator replays or purges them (manage.py deadletters).
 
 
-def _copies_of(letters: Sequence[staging.DeadLetter]) -> tuple[list[StagedPayload], list[bytes]]:
-    payloads, documents = [], []
+def _message_ids(letters: Sequence[staging.DeadLetter]) -> list[str]:
+    ids = []
     for letter in letters:
         try:
-            payloads.append(payload_decode(letter.payload))
+            ids.append(payload_decode(letter.payload)["id"])
         except (ValueError, KeyError, TypeError):
             continue  # malformed: it has no status to show
-        documents.append(letter.payload)
-    return payloads, documents
+    return ids
 
 
 def _dead_letters_each(entry_ids: Sequence[str] | None) -> Iterable[list[staging.DeadLetter]]:
@@ -40,16 +39,15 @@ def dead_letters_replay(entry_ids: Sequence[str] | None = None) -> int:
     their cause is fixed, and schedule a drain; return how many. Their memcached copies are
     written again, so their status reads pending until stored. Safe to repeat: the insert is
     idempotent on the message id. One that still cannot be stored is dead-lettered again."""
+    shard = staging.shards()[0]  # any shard drains them: the first, to name one
     moved = 0
     for page in _dead_letters_each(entry_ids):
         for letter in page:
-            staging.dead_letter_restage(letter)
-        payloads, documents = _copies_of(page)
-        if payloads:
-            copies.copies_store(payloads, documents)
+            staging.dead_letter_restage(shard, letter)
+        copies.copies_store(_message_ids(page))
         moved += len(page)
-    if moved and staging.slot_acquire(0, "replay", if_full=True):
-        drain_schedule(0)
+    if moved and staging.slot_acquire(shard, 0, "replay", if_full=True):
+        drain_schedule(shard, 0)
     return moved
 
 
@@ -59,5 +57,5 @@ def dead_letters_purge(entry_ids: Sequence[str] | None = None) -> int:
     purged = 0
     for page in _dead_letters_each(entry_ids):
         purged += staging.dead_letters_delete([letter.entry_id for letter in page])
-        copies.copies_delete(payload["id"] for payload in _copies_of(page)[0])
+        copies.copies_delete(_message_ids(page))
     return purged

@@ -23,18 +23,18 @@ from project.logs import log_bound
 logger = logging.getLogger(__name__)
 
 
-def drain_schedule(slot: int, shard: int = 0) -> None:
+def drain_schedule(shard: staging.Shard, slot: int) -> None:
     """Publish one drain task for a slot of a shard this process has just acquired.
 
     If the broker is unreachable the slot is released so the periodic sweep (or the next
     write) can try again; the messages are already safe in the stream.
     """
-    if not task_publish("messages.drain", slot, shard):
-        staging.slot_release(slot, shard)
+    if not task_publish("messages.drain", slot, shard.index):
+        staging.slot_release(shard, slot)
 
 
 def _parse_entries(
-    entries: Sequence[staging.StagedEntry], shard: int
+    shard: staging.Shard, entries: Sequence[staging.StagedEntry]
 ) -> tuple[list[tuple[staging.StagedEntry, StagedPayload]], int]:
     parsed = []
     oldest_ms = 0
@@ -45,7 +45,7 @@ def _parse_entries(
             # A bad id is left to PostgreSQL's uuid type: it fails the COPY and the batch is
             # retried row by row, which dead-letters just that entry.
             logger.error("dead-lettering malformed staged entry %r: %r", entry.entry_id, exc)
-            staging.dead_letter(entry, f"malformed payload: {exc!r}", shard)
+            staging.dead_letter(shard, entry, f"malformed payload: {exc!r}")
             continue
         parsed.append((entry, payload))
         oldest_ms = min(oldest_ms or payload["accepted_at"], payload["accepted_at"])
@@ -53,7 +53,7 @@ def _parse_entries(
 
 
 def _persist_isolating_bad_rows(
-    parsed: list[tuple[staging.StagedEntry, StagedPayload]], shard: int
+    shard: staging.Shard, parsed: list[tuple[staging.StagedEntry, StagedPayload]]
 ) -> tuple[int, list[staging.StagedEntry]]:
     """After a data error, store entries one by one so a single bad row is dead-lettered
     instead of blocking the batch forever. Returns (stored, entries that were handled)."""
@@ -65,7 +65,7 @@ def _persist_isolating_bad_rows(
             handled.append(entry)
         except (DataError, IntegrityError) as exc:
             # Left pending if Redis is too full to take the dead letter: retried next run.
-            staging.dead_letter(entry, f"database refused the row: {exc}", shard)
+            staging.dead_letter(shard, entry, f"database refused the row: {exc}")
     return stored, handled
 
 
@@ -85,11 +85,11 @@ class _Batch:
 
 def _batch_read(reader: staging.BatchReader) -> _Batch:
     entries = reader.claim(settings.MESSY_DRAIN_BATCH_SIZE)
-    parsed, oldest_ms = _parse_entries(entries, reader.shard)
+    parsed, oldest_ms = _parse_entries(reader.shard, entries)
     return _Batch(entries, parsed, oldest_ms)
 
 
-def _batch_store(batch: _Batch, shard: int) -> tuple[int, list[staging.StagedEntry]]:
+def _batch_store(shard: staging.Shard, batch: _Batch) -> tuple[int, list[staging.StagedEntry]]:
     """Persist a batch; returns (stored, entries handled: stored, already there, or
     dead-lettered). A batch the database refuses is retried row by row."""
     try:
@@ -102,29 +102,20 @@ def _batch_store(batch: _Batch, shard: int) -> tuple[int, list[staging.StagedEnt
             "batch refused by the database (SQLSTATE %s); isolating the bad rows",
             getattr(exc.__cause__, "pgcode", None),
         )
-        return _persist_isolating_bad_rows(batch.parsed, shard)
+        return _persist_isolating_bad_rows(shard, batch.parsed)
 
 
-def messages_drain(slot: int, shard: int = 0) -> DrainReport:
+def messages_drain(shard: staging.Shard, slot: int) -> DrainReport:
     """Move staged messages of one shard into PostgreSQL, batch by batch, until its stream is
-    empty or this run's time is up (then a fresh task takes over, so workers stay responsive
-    to shutdown and other queues).
+    empty or this run's time is up (then a fresh task takes over).
 
-    Entries are acknowledged only after their transaction committed: a crash in between
-    leaves them pending, another consumer reclaims them, and the idempotent insert makes
-    the second attempt a no-op. DatabaseError (PostgreSQL down) propagates, so the task
-    retries with backoff while the entries stay pending for this consumer.
-
-    Redis work runs on a helper thread, one call at a time, overlapping PostgreSQL's: after a
-    full batch the next one is read and decoded while this one is stored, and a committed
-    batch is acknowledged while the next one is stored. (The database connection stays on this
-    thread.) A batch read ahead is pending for this consumer alone, so this run stores it even
-    past its deadline; if storing fails first, it stays pending and the retried task reads it
-    back before anything new.
+    Entries are acknowledged only after their transaction committed; DatabaseError propagates
+    (the task retries while the entries stay pending for this consumer). Redis work overlaps
+    PostgreSQL's on a helper thread: docs/staging.md ("Drains").
     """
     staging.group_ensure(shard)
     consumer = staging.consumer_name()
-    reader = staging.BatchReader(consumer, shard)
+    reader = staging.BatchReader(shard, consumer)
     report = DrainReport()
     deadline = time.monotonic() + settings.MESSY_DRAIN_RUN_SECONDS
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-redis") as redis_side:
@@ -141,19 +132,19 @@ def messages_drain(slot: int, shard: int = 0) -> DrainReport:
             if not batch.entries:
                 if acked is not None:
                     acked.result()
-                staging.slot_release(slot, shard)
+                staging.slot_release(shard, slot)
                 # A write may have staged a message after our last read but before the release
                 # and seen the slot taken; look once more so it is not left for the sweep.
                 # (Entries pending in other consumers are not ours to wait for: they are
                 # reclaimed once idle, by a drain the sweep starts.) A full Redis refuses the
                 # slot's SET: this drain then goes on, as the only one that can empty it.
                 if not staging.undelivered_exists(shard) or not staging.slot_acquire(
-                    slot, consumer, if_full=True, shard=shard
+                    shard, slot, consumer, if_full=True
                 ):
                     return report
                 continue
-            staging.slot_refresh(slot, shard)
-            _fan_out_if_behind(slot, shard, len(batch.entries))
+            staging.slot_refresh(shard, slot)
+            _fan_out_if_behind(shard, slot, len(batch.entries))
             if len(batch.entries) >= settings.MESSY_DRAIN_BATCH_SIZE and time.monotonic() < deadline:
                 ahead = redis_side.submit(_batch_read, reader)
             # The batch in the log context by its ends (entry ids are ordered; thousands of ids
@@ -165,22 +156,22 @@ def messages_drain(slot: int, shard: int = 0) -> DrainReport:
                 batch_last_message=batch.parsed[-1][1]["id"] if batch.parsed else None,
                 batch_size=len(batch.entries),
             ):
-                stored, handled = _batch_store(batch, shard)
+                stored, handled = _batch_store(shard, batch)
             if acked is not None:
                 acked.result()  # the previous batch's, long done: raise what it raised
             lag_ms = max(0, int(time.time() * 1000) - batch.oldest_ms) if batch.oldest_ms else 0
             # Committed: acknowledged on the helper thread, after the read ahead it queued.
-            acked = redis_side.submit(staging.batch_ack, [entry.entry_id for entry in handled], stored, lag_ms, shard)
+            acked = redis_side.submit(staging.batch_ack, shard, [entry.entry_id for entry in handled], stored, lag_ms)
             report.batches += 1
             report.entries += len(batch.entries)
             report.stored += stored
         if acked is not None:
             acked.result()
-    drain_schedule(slot, shard)
+    drain_schedule(shard, slot)
     return report
 
 
-def _fan_out_if_behind(slot: int, shard: int, batch_len: int) -> None:
+def _fan_out_if_behind(shard: staging.Shard, slot: int, batch_len: int) -> None:
     """When a full batch leaves more behind it, start a drain on the next free slot of this
     shard so that every worker process can help; the consumer group gives each its own
     entries. The slots: as many as live ingest worker processes (staging.drain_capacity), so
@@ -188,25 +179,26 @@ def _fan_out_if_behind(slot: int, shard: int, batch_len: int) -> None:
     if batch_len < settings.MESSY_DRAIN_BATCH_SIZE or staging.backlog(shard) <= 2 * batch_len:
         return
     for other in range(staging.drain_capacity()):
-        if other != slot and staging.slot_acquire(other, "fan-out", shard=shard):
-            drain_schedule(other, shard)
+        if other != slot and staging.slot_acquire(shard, other, "fan-out"):
+            drain_schedule(shard, other)
             return
 
 
 def messages_sweep() -> bool:
     """Periodic safety net: make sure a drain runs on every shard where anything is staged
     (after a lost task, a dead worker, or a broker outage). Returns whether it scheduled one."""
-    staging.legacy_stream_adopt()
     scheduled = False
     # Shard by shard: on a cluster one master failing over must not stop the others' sweep.
-    for shard in range(len(staging.shards())):
+    for shard in staging.shards():
         try:
             staging.group_ensure(shard)
-            if staging.backlog(shard) and staging.slot_acquire(0, "sweep", if_full=True, shard=shard):
-                drain_schedule(0, shard)
+            if staging.backlog(shard) and staging.slot_acquire(shard, 0, "sweep", if_full=True):
+                drain_schedule(shard, 0)
                 scheduled = True
         except TRANSIENT_ERRORS as exc:
-            logger.warning("sweep: shard %d unreachable (%s); the next sweep tries again", shard, type(exc).__name__)
+            logger.warning(
+                "sweep: shard %d unreachable (%s); the next sweep tries again", shard.index, type(exc).__name__
+            )
     staging.consumers_prune()
     return scheduled
 

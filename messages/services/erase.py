@@ -56,7 +56,7 @@ def messages_erase_wait(entry_ids: Sequence[tuple[int, bytes]], heartbeat: Calla
         waiting = {
             (shard, entry_id)
             for shard in {shard for shard, _ in waiting}
-            for entry_id in staging.pending_among({e for s, e in waiting if s == shard}, shard)
+            for entry_id in staging.pending_among(staging.shards()[shard], {e for s, e in waiting if s == shard})
         }
         if not waiting:
             break

@@ -22,7 +22,8 @@ _Q, _QQ = '"', '""'
 def _copy_rows(payloads: Iterable[StagedPayload]) -> io.StringIO:
     """The payloads as COPY csv: text fields quoted (quotes doubled), so any text goes through
     as it is and a NUL byte or a bad id is refused by PostgreSQL, not by this; sent_at empty
-    and unquoted when absent (NULL). One f-string a row: csv.writer took three times as long."""
+    and unquoted when absent (NULL). One f-string a row rather than csv.writer: see
+    docs/staging.md ("Persist")."""
     return io.StringIO(
         "".join(
             [
@@ -65,7 +66,7 @@ ORDER BY id
 # Every message of a batch is new, except after a crash between commit and acknowledgement, a
 # reclaimed entry its first drain stores at the same time, or the same client id twice in one
 # batch: a plain INSERT first, then every row of messy_incoming is new and counts. It skips the
-# speculative insertion of ON CONFLICT and the RETURNING, a quarter of the statement's time.
+# speculative insertion of ON CONFLICT and the RETURNING (docs/staging.md, "Persist").
 _INSERT_ALL = _MESSAGE_ROWS
 
 # After a duplicate id: only the rows really inserted (not already there) feed the rollups,
@@ -98,12 +99,8 @@ def messages_persist(payloads: Sequence[StagedPayload]) -> int:
 
     Idempotent on the message id: running it twice with the same payloads stores each
     message once and counts it once. Raises DatabaseError; the caller decides on retries.
-
-    The rows are COPYed into a temp table, then inserted with a plain INSERT in a savepoint,
-    and counted from the temp table. Only when an id is already stored (a duplicate
-    violation) is the savepoint rolled back and the batch inserted again with ON CONFLICT DO
-    NOTHING, counting the rows RETURNING says were inserted. Either way in id order, so
-    concurrent drains holding the same ids wait for each other without a cycle.
+    Inserts in id order, so concurrent drains holding the same ids never wait in a cycle
+    (docs/staging.md, "Persist").
     """
     if not payloads:
         return 0

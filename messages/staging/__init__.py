@@ -28,13 +28,10 @@ from messages.staging.script import StageOutcome, stage
 from messages.staging.shards import (
     Shard,
     dead_letter_key,
-    metrics_key,
     quota_key,
     shard_of,
     shard_tag,
     shards,
-    slot_key,
-    stream_key,
     workers_key,
 )
 from messages.staging.slots import (
@@ -60,7 +57,6 @@ from messages.staging.stream import (
     consumers_prune,
     entry_ms,
     group_ensure,
-    legacy_stream_adopt,
     undelivered_exists,
 )
 from project.redis import redis_client
@@ -100,9 +96,7 @@ __all__ = [
     "idempotency_key",
     "idempotency_record_decode",
     "idempotency_record_encode",
-    "legacy_stream_adopt",
     "metrics_incr",
-    "metrics_key",
     "metrics_snapshot",
     "pending_among",
     "quota_key",
@@ -111,11 +105,9 @@ __all__ = [
     "shard_tag",
     "shards",
     "slot_acquire",
-    "slot_key",
     "slot_refresh",
     "slot_release",
     "stage",
-    "stream_key",
     "stream_user_delete",
     "undelivered_exists",
     "worker_forget",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import redis
 
 from messages.staging.refusals import best_effort_failed, metrics_results_check
-from messages.staging.shards import dead_letter_key, metrics_key, stream_key
+from messages.staging.shards import Shard, dead_letter_key
 from messages.staging.stream import CONSUMER_GROUP, StagedEntry, stream_id
 from project.redis import redis_client
 
@@ -49,12 +49,12 @@ def dead_letters_summary() -> tuple[int, int | None]:
     return int(count), (stream_id(oldest[0][0])[0] if oldest else None)
 
 
-def dead_letter_restage(letter: DeadLetter) -> None:
-    """Put a dead letter back on the staging stream (of shard 0: any shard drains it), then
+def dead_letter_restage(shard: Shard, letter: DeadLetter) -> None:
+    """Put a dead letter back on the staging stream of `shard` (any shard drains it), then
     delete it from the dead letters. If the process dies in between it is in both; replaying
     it again stores it once (the insert is idempotent on the message id)."""
     client = redis_client()
-    client.xadd(stream_key(), {"m": letter.payload})
+    client.xadd(shard.stream, {"m": letter.payload})
     client.xdel(dead_letter_key(), letter.entry_id)
 
 
@@ -62,7 +62,7 @@ def dead_letters_delete(entry_ids: Sequence[str]) -> int:
     return int(redis_client().xdel(dead_letter_key(), *entry_ids)) if entry_ids else 0
 
 
-def dead_letter(entry: StagedEntry, reason: str, shard: int = 0) -> bool:
+def dead_letter(shard: Shard, entry: StagedEntry, reason: str) -> bool:
     """Park an entry that can never be stored, so it does not block the ones behind it;
     return whether it was parked.
 
@@ -80,9 +80,9 @@ def dead_letter(entry: StagedEntry, reason: str, shard: int = 0) -> bool:
         best_effort_failed("a dead letter (the entry stays pending)")
         return False
     pipe = client.pipeline(transaction=False)
-    pipe.xdel(stream_key(shard), entry.entry_id)
-    pipe.xack(stream_key(shard), CONSUMER_GROUP, entry.entry_id)
-    pipe.hincrby(metrics_key(shard), "dead_lettered", 1)
+    pipe.xdel(shard.stream, entry.entry_id)
+    pipe.xack(shard.stream, CONSUMER_GROUP, entry.entry_id)
+    pipe.hincrby(shard.metrics, "dead_lettered", 1)
     results = pipe.execute(raise_on_error=False)
     for result in results[:2]:
         if isinstance(result, Exception):

@@ -6,7 +6,7 @@ from typing import Any
 import redis
 
 from messages.staged import username_and_id
-from messages.staging.shards import stream_key
+from messages.staging.shards import Shard
 from messages.staging.stream import CONSUMER_GROUP, stream_id
 from project.redis import redis_client
 
@@ -14,7 +14,7 @@ SCAN_COUNT = 1000
 
 
 def stream_user_delete(stream: str, username: str, heartbeat: Callable[[], None]) -> list[tuple[bytes, str]]:
-    """Delete every entry of `username` from `stream` (a stream_key(shard) or dead_letter_key()),
+    """Delete every entry of `username` from `stream` (a shard's stream or dead_letter_key()),
     SCAN_COUNT entries at a time; return (entry id, message id) of each deleted. A backlog of a
     million entries takes seconds to scan: heartbeat() is called between chunks."""
     client = redis_client()
@@ -36,13 +36,13 @@ def stream_user_delete(stream: str, username: str, heartbeat: Callable[[], None]
         heartbeat()
 
 
-def pending_among(entry_ids: set[bytes], shard: int = 0) -> set[bytes]:
+def pending_among(shard: Shard, entry_ids: set[bytes]) -> set[bytes]:
     """Which of these entries of the shard a drain has read and not yet acknowledged (it
     acknowledges only after the transaction storing them committed)."""
     low, high = min(entry_ids, key=stream_id), max(entry_ids, key=stream_id)
     try:
         pending: list[dict[str, Any]] = redis_client().xpending_range(
-            stream_key(shard), CONSUMER_GROUP, min=low, max=high, count=len(entry_ids) + 100_000
+            shard.stream, CONSUMER_GROUP, min=low, max=high, count=len(entry_ids) + 100_000
         )
     except redis.ResponseError:
         return set()  # no consumer group yet: nothing was ever read, nothing is in flight

@@ -1,6 +1,6 @@
 """The staging figures: one metrics hash per shard, summed for /metrics."""
 
-from messages.staging.shards import each_shard, metrics_key
+from messages.staging.shards import Shard, each_shard
 from project.redis import redis_client
 
 DRAIN_BATCH_BUCKETS = (1, 10, 100, 1000, 5000, 10000)
@@ -26,5 +26,5 @@ def metrics_snapshot() -> dict[str, int]:
     return total
 
 
-def metrics_incr(name: str, amount: int = 1) -> None:
-    redis_client().hincrby(metrics_key(), name, amount)
+def metrics_incr(shard: Shard, name: str, amount: int = 1) -> None:
+    redis_client().hincrby(shard.metrics, name, amount)

@@ -4,15 +4,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from messages.staging.shards import shards
+from messages.staging.shards import Shard
 from project.redis import key
 
 
-def idempotency_key(key_digest: str, client_key: str, shard: int = 0) -> str:
+def idempotency_key(shard: Shard, key_digest: str, client_key: str) -> str:
     """The record of an Idempotency-Key, scoped to the client: its write API key's digest
     (messages.clients.api_key_digest; never the key itself), or "anon"; in the shard of the
     request it guards."""
-    return key(shards()[shard].tag, "idem", key_digest, client_key)
+    return key(shard.tag, "idem", key_digest, client_key)
 
 
 # An idempotency record holds only what a replay needs: a format byte, the request's

@@ -5,42 +5,13 @@ from dataclasses import dataclass
 
 import redis
 
-from messages.staging.shards import shard_of, shards
+from messages.staging.shards import Shard
 from messages.staging.stream import CONSUMER_GROUP
 from project.conf import cached_settings
 from project.redis import key, redis_script, redis_script_run
 
-# One round trip per write request: idempotent replay, the client's quota, backpressure (entries
-# and bytes), the append itself and "is a drain already scheduled?" happen atomically. (The
-# accepted count needs no counter of its own: it is the stream's entries-added.)
-#
-# The quota is a token bucket per client (messages.clients.quota_subject): `burst` tokens, refilled
-# at `rate` a second, one spent per accepted message, read and written as one small string
-# "<tokens> <unix ms>" that expires once it would have refilled anyway (an idle client costs
-# nothing). A refused request (quota, backlog, OOM) spends nothing. Time is the web host's, the
-# request's millisecond (entry_ms): TIME inside the script cost Redis as much as all the rest of
-# the bucket's work. The stamp kept is the latest either host has written, so a host whose clock
-# is behind refills nothing until its clock passes it: clock skew between web hosts can only make
-# a client wait longer, by at most the skew (NTP keeps it to milliseconds), never let it through
-# faster.
-#
-# Entries are added at the millisecond of their message ids (`<ms>-*`; a request's ids share
-# one millisecond), so a status read finds a staged message from its id alone (entry_find). If
-# the stream already holds a newer entry (another web host's clock is ahead), Redis refuses
-# that id and the entries take `*`, which is still later than the ids' time.
-#
-# When Redis is over maxmemory it refuses the script's first write (and only the first: a
-# script that has written may go on). Every check comes before any write, and the first write
-# (the bucket's SET, or the first XADD when quotas are off) is a pcall: refused, it answers
-# "oom" with nothing written, so nothing is half-staged and no token spent. The backpressure
-# counter is best-effort (pcall) for the same reason. The consumer group is made here (when the
-# stream was empty; "BUSYGROUP" otherwise), after the first write, where Redis cannot refuse
-# it: a full Redis refuses XGROUP CREATE from a drain, which without the group could never read
-# the stream that filled it.
-#
-# KEYS all carry the shard's hash tag (a Redis Cluster runs a script only on keys of one slot);
-# an unused one (no Idempotency-Key, no quota) is the stream's name, never read. An empty
-# idem_record means no Idempotency-Key.
+# One atomic step per write: replay, quota, backpressure, append, "is a drain scheduled?".
+# Documented in docs/staging.md ("The stage script"): its contract, keys and a full Redis.
 _STAGE_SCRIPT = """
 local stream, slot, idem_key, metrics, bucket = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local backlog_max, backlog_max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -127,18 +98,19 @@ class StageOutcome:
 def stage(
     payloads: Sequence[bytes | str],
     entry_ms: int,
+    *,
+    shard: Shard,
     idempotency_key: str = "",
     idempotency_record: bytes = b"",
     quota_subject: str = "",
     quota_rate: float = 0,
     quota_burst: int = 0,
-    shard: int | None = None,
 ) -> StageOutcome:
     """Append payloads (JSON documents of messages whose ids carry the millisecond entry_ms)
-    to the stream of `shard` (by default shard_of(quota_subject)) in one atomic step, spending
-    one token per payload from the bucket of quota_subject (quota_rate 0: no quota).
-    idempotency_key must be of the same shard (idempotency_key(..., shard))."""
-    where = shards()[shard_of(quota_subject) if shard is None else shard]
+    to the stream of `shard` (shard_of(quota_subject)) in one atomic step, spending one token
+    per payload from the bucket of quota_subject (quota_rate 0: no quota). idempotency_key
+    must be of the same shard (idempotency_key(shard, ...))."""
+    where = shard
     stream = where.stream
     keys = [
         stream,

@@ -68,15 +68,11 @@ def shards() -> tuple[Shard, ...]:
     return _shards
 
 
-def shard_of(subject: str) -> int:
-    """The shard of a client's writes: by its quota subject (see the module's docstring).
+def shard_of(subject: str) -> Shard:
+    """The shard of a client's writes: by its quota subject (docs/staging.md, "Shards").
     crc32 is stable across processes and hosts (Python's hash() is not)."""
-    count = len(shards())
-    return 0 if count == 1 else zlib.crc32(subject.encode("utf-8", "surrogatepass")) % count
-
-
-def stream_key(shard: int = 0) -> str:
-    return shards()[shard].stream
+    every = shards()
+    return every[0] if len(every) == 1 else every[zlib.crc32(subject.encode("utf-8", "surrogatepass")) % len(every)]
 
 
 def dead_letter_key() -> str:
@@ -85,25 +81,16 @@ def dead_letter_key() -> str:
     return key("stream", "dead")
 
 
-def slot_key(slot: int, shard: int = 0) -> str:
-    return shards()[shard].slot(slot)
-
-
-def metrics_key(shard: int = 0) -> str:
-    return shards()[shard].metrics
-
-
 def workers_key() -> str:
     """The live ingest worker processes' heartbeats: a sorted set of "<name>=<processes>" by
     the Unix ms at which each expires."""
     return key("drain", "workers")
 
 
-def quota_key(subject: str, shard: int | None = None) -> str:
+def quota_key(subject: str) -> str:
     """The token bucket of a client: a write API key's digest, or a client address (the
     two cannot collide: a digest holds neither "." nor ":"), in the client's shard."""
-    tag = shards()[shard_of(subject) if shard is None else shard].tag
-    return key(tag, "quota", subject)
+    return key(shard_of(subject).tag, "quota", subject)
 
 
 def each_shard(command: Callable[[Any, Shard], Any]) -> list[Any]:

@@ -10,34 +10,34 @@ import redis
 from django.conf import settings
 
 from messages.staging.refusals import best_effort_failed, metrics_results_check
-from messages.staging.shards import slot_key, workers_key
+from messages.staging.shards import Shard, workers_key
 from messages.staging.stream import consumer_name
 from project.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
 
-def slot_acquire(slot: int, holder: str, *, if_full: bool = False, shard: int = 0) -> bool:
+def slot_acquire(shard: Shard, slot: int, holder: str, *, if_full: bool = False) -> bool:
     """Take a drain slot; when Redis is over maxmemory (it refuses SET) answer `if_full`:
     True where a drain must still run (the sweep, a drain going on), False where it is only an
     extra helper (fan-out), so a full Redis cannot multiply drains without bound."""
     try:
-        return bool(redis_client().set(slot_key(slot, shard), holder, nx=True, ex=settings.MESSY_DRAIN_SLOT_TTL))
+        return bool(redis_client().set(shard.slot(slot), holder, nx=True, ex=settings.MESSY_DRAIN_SLOT_TTL))
     except redis.exceptions.OutOfMemoryError:
         best_effort_failed("taking a drain slot")
         return if_full
 
 
-def slot_refresh(slot: int, shard: int = 0) -> None:
+def slot_refresh(shard: Shard, slot: int) -> None:
     """Best-effort: slots only limit how many drains run, and a full Redis refuses SET."""
     try:
-        redis_client().set(slot_key(slot, shard), consumer_name(), ex=settings.MESSY_DRAIN_SLOT_TTL)
+        redis_client().set(shard.slot(slot), consumer_name(), ex=settings.MESSY_DRAIN_SLOT_TTL)
     except redis.exceptions.OutOfMemoryError:
         best_effort_failed("refreshing a drain slot")
 
 
-def slot_release(slot: int, shard: int = 0) -> None:
-    redis_client().delete(slot_key(slot, shard))
+def slot_release(shard: Shard, slot: int) -> None:
+    redis_client().delete(shard.slot(slot))
 
 
 # How often an ingest worker says it is alive, and how long after its last word it no longer

@@ -13,8 +13,8 @@ from django.conf import settings
 
 from messages.staging.figures import batch_size_bucket
 from messages.staging.refusals import best_effort_failed, metrics_results_check
-from messages.staging.shards import each_shard, metrics_key, shards, stream_key
-from project.redis import key, redis_client
+from messages.staging.shards import Shard, each_shard, shards
+from project.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,9 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def group_ensure(shard: int = 0) -> None:
+def group_ensure(shard: Shard) -> None:
     try:
-        redis_client().xgroup_create(stream_key(shard), CONSUMER_GROUP, id="0", mkstream=True)
+        redis_client().xgroup_create(shard.stream, CONSUMER_GROUP, id="0", mkstream=True)
     except redis.exceptions.OutOfMemoryError:
         # Refused before Redis even looks: the group almost surely exists (the first sweep or
         # drain made it). If it does not, the read fails with NOGROUP and a later run retries.
@@ -46,7 +46,7 @@ class StagedEntry:
     payload: bytes
 
 
-def _entries(raw: Sequence[Any], shard: int) -> list[StagedEntry]:
+def _entries(raw: Sequence[Any], shard: Shard) -> list[StagedEntry]:
     """The readable entries of a read. Entries deleted while pending (an erasure's XDEL) come
     back empty: they have nothing left to store, so they are acknowledged here, or they would
     come back on every read of this consumer's pending entries."""
@@ -58,7 +58,7 @@ def _entries(raw: Sequence[Any], shard: int) -> list[StagedEntry]:
         else:
             emptied.append(entry_id)
     if emptied:
-        redis_client().xack(stream_key(shard), CONSUMER_GROUP, *emptied)
+        redis_client().xack(shard.stream, CONSUMER_GROUP, *emptied)
     return entries
 
 
@@ -72,7 +72,7 @@ class BatchReader:
     full Redis) is then retried by the next run instead of being read again and again ahead
     of everything behind it."""
 
-    def __init__(self, consumer: str, shard: int = 0) -> None:
+    def __init__(self, shard: Shard, consumer: str) -> None:
         self.consumer = consumer
         self.shard = shard
         self._history: bytes | None = b"0"  # None once the own pending entries are read
@@ -82,7 +82,7 @@ class BatchReader:
         steady traffic the drain that is already running picks the next messages up, instead
         of exiting and making the next write publish a new task.)"""
         client = redis_client()
-        stream = stream_key(self.shard)
+        stream = self.shard.stream
         while self._history is not None:
             response = client.xreadgroup(CONSUMER_GROUP, self.consumer, {stream: self._history}, count=count)
             raw = response[0][1] if response else []
@@ -108,12 +108,12 @@ class BatchReader:
         return _entries(response[0][1], self.shard) if response else []
 
 
-def batch_claim(consumer: str, count: int, shard: int = 0) -> list[StagedEntry]:
+def batch_claim(shard: Shard, consumer: str, count: int) -> list[StagedEntry]:
     """One batch for `consumer`, as the first read of a drain run (BatchReader)."""
-    return BatchReader(consumer, shard).claim(count)
+    return BatchReader(shard, consumer).claim(count)
 
 
-def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int, shard: int = 0) -> None:
+def batch_ack(shard: Shard, entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int) -> None:
     """Delete and acknowledge stored entries, then count the batch; one round trip.
 
     Not a MULTI transaction: Redis over maxmemory refuses every MULTI, but still allows XDEL
@@ -125,7 +125,7 @@ def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int, shard:
     The counters are best-effort (refused while Redis is full)."""
     if not entry_ids:
         return
-    stream, metrics = stream_key(shard), metrics_key(shard)
+    stream, metrics = shard.stream, shard.metrics
     pipe = redis_client().pipeline(transaction=False)
     pipe.xdel(stream, *entry_ids)
     pipe.xack(stream, CONSUMER_GROUP, *entry_ids)
@@ -141,12 +141,12 @@ def batch_ack(entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int, shard:
     metrics_results_check(results[2:])
 
 
-def backlog(shard: int | None = None) -> int:
-    """Entries staged in one shard, or in all of them."""
+def backlog(shard: Shard | None = None) -> int:
+    """Entries staged in one shard, or (None) in all of them."""
     if shard is not None:
-        return int(redis_client().xlen(stream_key(shard)))
+        return int(redis_client().xlen(shard.stream))
     if len(shards()) == 1:
-        return int(redis_client().xlen(stream_key()))
+        return int(redis_client().xlen(shards()[0].stream))
     return sum(int(n) for n in each_shard(lambda pipe, shard: pipe.xlen(shard.stream)))
 
 
@@ -169,11 +169,11 @@ def entry_ms(entry_id: bytes | str) -> int:
     return stream_id(entry_id)[0]
 
 
-def undelivered_exists(shard: int = 0) -> bool:
+def undelivered_exists(shard: Shard) -> bool:
     """Whether the shard's stream holds entries not yet handed to any consumer of the group."""
     pipe = redis_client().pipeline(transaction=False)
-    pipe.xinfo_stream(stream_key(shard))
-    pipe.xinfo_groups(stream_key(shard))
+    pipe.xinfo_stream(shard.stream)
+    pipe.xinfo_groups(shard.stream)
     try:
         stream, groups = pipe.execute()
     except redis.ResponseError:  # no stream yet
@@ -212,33 +212,3 @@ def consumers_prune(idle_ms: int = 3_600_000) -> int:
                     return removed
                 removed += 1
     return removed
-
-
-def legacy_stream_adopt(page: int = 1000) -> int:
-    """Move what a version before shards left in its stream (<prefix>:stream:messages) onto
-    shard 0's stream, then drop the old stream; return how many entries moved. The sweep calls
-    it, so an upgrade with a backlog staged loses nothing. Each page is added to the new stream
-    before it is deleted from the old one: a crash in between leaves it in both, and the insert
-    (idempotent on the message id) stores it once; an entry an old drain still holds is stored
-    once the same way. Refused by a full Redis: left for the next sweep."""
-    if settings.MESSY_REDIS_CLUSTER:
-        return 0  # the version before shards never ran on a cluster
-    client = redis_client()
-    legacy = key("stream", "messages")
-    moved = 0
-    while entries := client.xrange(legacy, min="-", max="+", count=page):
-        pipe = client.pipeline(transaction=False)
-        for _, fields in entries:
-            if b"m" in fields:
-                pipe.xadd(stream_key(), {"m": fields[b"m"]})
-        try:
-            pipe.execute()
-        except redis.exceptions.OutOfMemoryError:
-            best_effort_failed("moving the entries of the stream before shards")
-            return moved
-        client.xdel(legacy, *[entry_id for entry_id, _ in entries])
-        moved += len(entries)
-    if moved or client.exists(legacy):
-        client.delete(legacy)  # empty now: its consumer group goes with it
-        logger.warning("moved %d staged entries from the stream before shards to shard 0", moved)
-    return moved
