@@ -14,6 +14,10 @@ class MessagesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from messages.models import Message
+        from stats.selectors import recount_source_register
+
+        recount_source_register(Message._meta.db_table)  # what stats' recount counts
         registry.register(StagingCollector())
         registry.register(StagingAgeCollector())
         status_components.register("staging", staging_status)
