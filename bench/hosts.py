@@ -58,10 +58,10 @@ def _stage(count: int) -> None:
     from messages import ids, staging
 
     client = staging.redis_client()
-    staging.group_ensure()
+    staging.group_ensure(staging.shards()[0])
     pipe = client.pipeline(transaction=False)
     for i, payload in enumerate(_payloads(count, ids)):
-        pipe.xadd(staging.stream_key(), {"m": orjson.dumps(payload)})
+        pipe.xadd(staging.shards()[0].stream, {"m": orjson.dumps(payload)})
         if i % 5000 == 4999:
             pipe.execute()
     pipe.execute()

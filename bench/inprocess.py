@@ -37,7 +37,7 @@ def _environ(path: str, body: bytes) -> dict[str, Any]:
 
 def main() -> None:
     from bench.http import MESSAGE
-    from messages import staging
+    from messages import copies, staging
     from project import deferred
     from project.wsgi import application
     from tests.harness import BENCH, redis_reset
@@ -66,16 +66,16 @@ def main() -> None:
     deferred.enable()  # as runserver.sh's worker class does: copies go out COPIES_GROUP at a time
     grouped = cpu_per_request("/message/write/")
     deferred.flush_all()
-    copies_store: Callable[..., None] = staging.copies_store
+    copies_store: Callable[..., None] = copies.copies_store
     stage: Callable[..., staging.StageOutcome] = staging.stage
     try:
-        staging.copies_store = lambda *args, **kwargs: None
+        copies.copies_store = lambda *args, **kwargs: None
         without_copy = cpu_per_request("/message/write/")
         staged = staging.StageOutcome("staged", drain_needed=False, remaining=1, reset=1)
         staging.stage = lambda *args, **kwargs: staged
         without_calls = cpu_per_request("/message/write/")
     finally:
-        staging.copies_store, staging.stage = copies_store, stage
+        copies.copies_store, staging.stage = copies_store, stage
     rows = [
         ("no-op Django view", noop),
         ("lean write, copies grouped (the web server)", grouped),

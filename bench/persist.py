@@ -67,18 +67,18 @@ def main(count: int) -> None:
     ceiling = copy_ceiling(payloads, settings.MESSY_DRAIN_BATCH_SIZE)
 
     client = staging.redis_client()
-    staging.group_ensure()
+    staging.group_ensure(staging.shards()[0])
     pipe = client.pipeline(transaction=False)
     for i, payload in enumerate(payloads):
         # As the write path stages them: orjson's compact document under "m".
-        pipe.xadd(staging.stream_key(), {"m": orjson.dumps(payload)})
+        pipe.xadd(staging.shards()[0].stream, {"m": orjson.dumps(payload)})
         if i % 5000 == 4999:
             pipe.execute()
     pipe.execute()
     started = time.perf_counter()
     stored = 0
     while staging.backlog():
-        stored += services.messages_drain(slot=0).stored
+        stored += services.messages_drain(staging.shards()[0], slot=0).stored
     elapsed = time.perf_counter() - started
     print(
         json.dumps(

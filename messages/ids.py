@@ -46,20 +46,11 @@ def _client_id_secret() -> bytes:
 
 
 def client_message_id(key_digest: str, client_id: uuid.UUID) -> str:
-    """The id Messy stores a message under when the client gave it its own id.
-
-    Deduplication without any state: the stored id is an HMAC (keyed by a secret derived from
-    SECRET_KEY) of the client's scope (its write API key's digest, or "anon") and its id. The
-    same client sending the same id again gets the same stored id, and the second insert is a
-    no-op (ON CONFLICT DO NOTHING), however long after; nothing is kept in Redis per message.
-    Another key sending that id gets an unrelated stored id, so it can neither overwrite the
-    first client's message nor learn its stored id (nor read it through the status read); and
-    without the secret nobody can compute a stored id from a client id.
-
-    Time-ordered when the client's id is a UUIDv7 (recommended): the stored id keeps its
-    millisecond (so it lands at the index's right edge, and a status read finds it in the stream
-    when the client's clock is right). Any other UUID gives a UUIDv8 of 122 HMAC bits.
-    Rotating SECRET_KEY changes every derived id: a retry across a rotation is stored twice.
+    """The id Messy stores a message under when the client gave it its own id: an HMAC (keyed
+    by a secret derived from SECRET_KEY) of the client's scope and its id. The same client
+    sending the same id again gets the same stored id (stored once, with no state kept);
+    another key gets an unrelated one. A UUIDv7 client id keeps its millisecond; any other
+    gives a UUIDv8. Rotating SECRET_KEY changes every derived id. docs/staging.md ("Accept").
     """
     mac = hmac.new(_client_id_secret(), key_digest.encode() + client_id.bytes, hashlib.sha256).digest()
     if client_id.version == 7:

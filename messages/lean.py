@@ -1,9 +1,11 @@
 """The write endpoints' lean handlers (project.lean): the same answers as the Django views in
 messages.views, from the same functions, without Django's request machinery.
 
-Registered for the paths messages.urls routes to message_write and message_batch, with and
-without the trailing slash (tests/messages/test_lean.py checks that they are those).
+Registered by view: project.lean serves lean every route messages.urls gives those views.
 """
+
+from collections.abc import Callable
+from typing import Any
 
 from messages import payloads, views
 from project.http import Answer
@@ -20,9 +22,7 @@ def message_batch(request: LeanRequest) -> Answer | None:
     return views.message_batch_answer(request.method, request.META, request.read_body)
 
 
-HANDLERS: dict[str, LeanHandler] = {
-    "/message/write/": message_write,
-    "/message/write": message_write,
-    "/message/batch/": message_batch,
-    "/message/batch": message_batch,
+HANDLERS: dict[Callable[..., Any], LeanHandler] = {
+    views.message_write: message_write,
+    views.message_batch: message_batch,
 }

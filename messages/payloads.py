@@ -1,12 +1,9 @@
 """Reading message data out of HTTP requests: JSON, forms, query strings, NDJSON.
 
-Every failure is an ApiError with a 4xx status: a malformed request never becomes a 500.
-Text is decoded strictly as UTF-8, because Django's own form parsing would silently replace
-invalid bytes and PostgreSQL rejects what cannot be decoded.
-
-What they read is the WSGI environ (`meta`: a Django request's META is that same dict) and the
-body, through `read_body`, called at most once and only after the size checks: so Django's views
-and the lean handler (messages.lean, with no Django request) read requests the same way.
+Every failure is an ApiError with a 4xx status: a malformed request never becomes a 500. Text
+is decoded strictly as UTF-8 (PostgreSQL rejects what cannot be decoded). Readers take the WSGI
+environ (`meta`) and `read_body`, called at most once after the size checks, so the Django views
+and the lean handlers read requests the same way.
 """
 
 import hashlib

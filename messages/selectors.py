@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import redis
 from django.db import DatabaseError
 
-from messages import staging
+from messages import copies, staging
+from messages.errors import StagingUnavailable
 from messages.ids import message_id_ms
 from messages.models import Message
 from project.http import timestamp
@@ -22,7 +24,10 @@ def _staged(message_id: uuid.UUID) -> bool:
     restarted, its TTL passed during a long PostgreSQL outage) its entry in the stream, found
     from the millisecond in its UUIDv7."""
     text = str(message_id)
-    return staging.copy_exists(text) or staging.entry_find(text, message_id_ms(message_id))
+    try:
+        return copies.copy_exists(text) or staging.entry_find(text, message_id_ms(message_id))
+    except redis.RedisError as exc:
+        raise StagingUnavailable() from exc
 
 
 def message_status(message_id: uuid.UUID) -> dict[str, Any] | None:
@@ -31,7 +36,7 @@ def message_status(message_id: uuid.UUID) -> dict[str, Any] | None:
     The database is asked first, since a stored message may still have a memcached copy or a
     stream entry (acknowledged a moment after its commit). While the database is unreachable,
     a staged message still reads as pending; otherwise the DatabaseError propagates (the view
-    answers 503). Raises redis.RedisError when the stream must be read and cannot be.
+    answers 503). Raises StagingUnavailable when the stream must be read and cannot be.
     """
     try:
         stored = (

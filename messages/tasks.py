@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.conf import settings
 
-from messages import services
+from messages import services, staging
 from project.errors import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 # Only errors that can pass are retried: PostgreSQL or Redis unreachable. The staged entries
 # stay pending meanwhile, so retrying (or giving up and letting the sweep start a new drain)
-# never loses a message. (A drain published before shards existed has no shard: shard 0.)
+# never loses a message.
 @shared_task(
     name="messages.drain",
     autoretry_for=TRANSIENT_ERRORS,
@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
     retry_backoff_max=30,
     max_retries=20,
 )
-def messages_drain(slot: int, shard: int = 0) -> dict[str, int]:
-    report = services.messages_drain(slot, shard)
+def messages_drain(slot: int, shard: int) -> dict[str, int]:
+    report = services.messages_drain(staging.shards()[shard], slot)
     return {"batches": report.batches, "entries": report.entries, "stored": report.stored}
 
 

@@ -18,6 +18,6 @@ if settings.MESSY_BENCH_ENDPOINTS:
         path("noop/", views.noop, name="message-noop"),
         # The write endpoints through Django's handler (their own paths are served by the lean
         # one, messages.lean): make bench compares the two on the same server.
-        path("django/write/", views.message_write, name="message-django-write"),
-        path("django/batch/", views.message_batch, name="message-django-batch"),
+        path("django/write/", views.through_django(views.message_write), name="message-django-write"),
+        path("django/batch/", views.through_django(views.message_batch), name="message-django-batch"),
     ]

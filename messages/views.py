@@ -1,9 +1,10 @@
-"""Write endpoints and the status read. Thin: parse, call a service, answer.
+"""Write endpoints and the status read. Thin: parse once, call a service, answer.
 
-The write endpoints are served twice over: by the Django views below, and by the lean handler
-(messages.lean) that project.wsgi dispatches to before Django's. Both call the same functions,
-message_write_answer and message_batch_answer, which read only the WSGI environ and the body
-and return a project.http.Answer, so the contract cannot differ between them.
+The write endpoints are served twice over: by the Django views below, and by the lean handlers
+(messages.lean) that project.wsgi dispatches to before Django's. Both call message_write_answer
+and message_batch_answer, which read only the WSGI environ and the body: one contract.
+
+# Documented in docs/fast-path.md ("The write, parsed once").
 """
 
 import functools
@@ -11,7 +12,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
@@ -61,28 +61,28 @@ def write_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
     return wrapper
 
 
-def _stage(
+def _accept(
     meta: Mapping[str, Any],
     api_key: str,
     inputs: list[MessageInput],
-    answer: Callable[[services.Accepted], dict[str, Any]],
     endpoint: str,
     verdicts: list[MessageInput | None],
-) -> Answer:
-    """Stage validated inputs and turn each failure into its documented answer: the write path
-    answers 202, 4xx, or 429/503 with Retry-After, never 500."""
+) -> tuple[services.Accepted, clients.Quota | None]:
+    """Parse the rest of the write (who, its quota, its Idempotency-Key) into one request and
+    accept it, turning each refusal into its documented answer: 202, 4xx, or 429/503 with
+    Retry-After, never 500."""
     client_key = payloads.idempotency_key_from(meta)
     subject, quota = clients.quota_subject(meta, api_key)
+    request = services.WriteRequest(
+        inputs,
+        client=clients.api_key_digest(api_key) if api_key else "anon",
+        idempotency_key=client_key,
+        fingerprint=payloads.fingerprint(endpoint, verdicts) if client_key else b"",
+        quota_subject=subject,
+        quota=quota,
+    )
     try:
-        staged = services.messages_accept(
-            inputs,
-            answer,
-            client=clients.api_key_digest(api_key) if api_key else "anon",
-            idempotency_key=client_key,
-            fingerprint=payloads.fingerprint(endpoint, verdicts) if client_key else b"",
-            quota_subject=subject,
-            quota=quota,
-        )
+        return services.messages_accept(request), quota
     except services.QuotaExceeded as exc:
         raise ApiError(
             429,
@@ -99,15 +99,20 @@ def _stage(
         raise ApiError(
             503, "backlog_full", "Too many messages are waiting; retry later.", headers=_retry_after()
         ) from None
-    except (services.StagingFull, redis.exceptions.OutOfMemoryError):
+    except services.StagingFull:
         raise ApiError(503, "staging_full", "The staging store is full; retry later.", headers=_retry_after()) from None
-    except redis.RedisError:
+    except services.StagingUnavailable:
         raise ApiError(
             503, "staging_unavailable", "Messages cannot be staged now; retry later.", headers=_retry_after()
         ) from None
-    if staged.quota_remaining is None or quota is None:
-        return Answer(ACCEPTED, staged.body)
-    return Answer(ACCEPTED, staged.body, _rate_limit(quota, staged.quota_remaining, staged.quota_reset or 0))
+
+
+def _accepted(accepted: services.Accepted, quota: clients.Quota | None, body: dict[str, Any]) -> Answer:
+    if accepted.replayed:
+        body["replayed"] = True
+    if accepted.quota_remaining is None or quota is None:
+        return Answer(ACCEPTED, body)
+    return Answer(ACCEPTED, body, _rate_limit(quota, accepted.quota_remaining, accepted.quota_reset or 0))
 
 
 def _retry_after() -> dict[str, str]:
@@ -118,10 +123,6 @@ def _rate_limit(quota: clients.Quota, remaining: int, reset: int) -> dict[str, s
     """The IETF draft's RateLimit headers: the bucket's size, the tokens left, and the seconds
     until it is full again (on a 429: until it holds enough for the request)."""
     return {"RateLimit-Limit": str(quota.burst), "RateLimit-Remaining": str(remaining), "RateLimit-Reset": str(reset)}
-
-
-def _single_answer(accepted: services.Accepted) -> dict[str, Any]:
-    return {"id": accepted[0]["id"], "status": "accepted"}
 
 
 def message_write_answer(
@@ -138,7 +139,8 @@ def message_write_answer(
     if clean is None:
         services.messages_rejected_count(1)
         raise ApiError(400, "invalid_message", "Some fields are not valid.", fields=errors)
-    return _stage(meta, api_key, [clean], _single_answer, "write", [clean])
+    accepted, quota = _accept(meta, api_key, [clean], "write", [clean])
+    return _accepted(accepted, quota, {"id": accepted.ids[0], "status": "accepted"})
 
 
 def message_batch_answer(method: str | None, meta: Mapping[str, Any], read_body: payloads.BodyReader) -> Answer:
@@ -150,23 +152,24 @@ def message_batch_answer(method: str | None, meta: Mapping[str, Any], read_body:
         (None, {"__all__": [item.parse_error]}) if item.parse_error else message_validate(item.data) for item in items
     ]
     verdicts = [clean for clean, _ in checked]
-    accepted = [clean for clean in verdicts if clean is not None]
-    if len(accepted) < len(checked):
-        services.messages_rejected_count(len(checked) - len(accepted))
+    valid = [clean for clean in verdicts if clean is not None]
+    if len(valid) < len(checked):
+        services.messages_rejected_count(len(checked) - len(valid))
+    if not valid:
+        return Answer(400, {"error": "no_valid_messages", **_batch_body(checked, [])})
+    accepted, quota = _accept(meta, api_key, valid, "batch", verdicts)
+    return _accepted(accepted, quota, _batch_body(checked, accepted.ids))
 
-    def answer(staged: services.Accepted) -> dict[str, Any]:
-        ids = iter(staged)
-        results = [
-            {"index": i, "status": "accepted", "id": next(ids)["id"]}
-            if clean is not None
-            else {"index": i, "status": "rejected", "fields": errors}
-            for i, (clean, errors) in enumerate(checked)
-        ]
-        return {"accepted": len(accepted), "rejected": len(checked) - len(accepted), "results": results}
 
-    if not accepted:
-        return Answer(400, {"error": "no_valid_messages", **answer([])})
-    return _stage(meta, api_key, accepted, answer, "batch", verdicts)
+def _batch_body(checked: list[tuple[MessageInput | None, Any]], ids: list[str]) -> dict[str, Any]:
+    next_id = iter(ids).__next__
+    results = [
+        {"index": i, "status": "accepted", "id": next_id()}
+        if clean is not None
+        else {"index": i, "status": "rejected", "fields": errors}
+        for i, (clean, errors) in enumerate(checked)
+    ]
+    return {"accepted": len(ids), "rejected": len(checked) - len(ids), "results": results}
 
 
 @api_view
@@ -187,7 +190,7 @@ def message_batch(request: HttpRequest) -> HttpResponse:
 def message_status(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         status = selectors.message_status(message_id)
-    except (DatabaseError, redis.RedisError) as exc:
+    except (DatabaseError, services.StagingUnavailable) as exc:
         error = "database_unavailable" if isinstance(exc, DatabaseError) else "staging_unavailable"
         raise ApiError(
             503,
@@ -198,6 +201,16 @@ def message_status(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     if status is None:
         raise ApiError(404, "message_not_found", "No message with that id is pending or stored.")
     return json_response(status)
+
+
+def through_django(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The same view under another identity, so that no lean handler claims its route."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 @api_view

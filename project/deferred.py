@@ -1,23 +1,11 @@
-"""Sends a web process holds for a moment, to make them in one go.
+"""Sends a web process holds for a moment, to make them in one go (SendBuffer).
 
-A send to another process on the same machine costs more in waking that process than in the
-bytes (make bench, README "Benchmarks"): one memcached set per write costs memcached and the
-web process together about as much CPU as the rest of the write. A SendBuffer collects items
-(key -> value) and passes them to its `send` function together:
-- when it holds `max_items`;
-- once the oldest has waited `max_age` seconds: before the next request starts, or while the
-  web server waits for one (flush_overdue, seconds_until_due, flush_all);
-- when the web server stops cleanly (TERM, max requests): flush_all.
+Items go out when max_items are held, once the oldest has waited max_age (before the next
+request, or while the server waits for one), or on a clean stop. Only runserver.sh's web server
+holds anything (its worker class calls enable()); elsewhere add() sends at once. What is held
+dies with its process: only sends that another copy makes good belong here.
 
-Only runserver.sh's web server holds anything: its gunicorn worker class
-(project.gunicorn_worker) calls enable() when its process starts, then the flushes above.
-Anywhere else (Celery workers, management commands, tests' clients, the development server)
-nothing enables it, and add() sends at once.
-
-So an item is sent at most max_age plus one request's duration after it was added, and that
-is bounded by WEB_TIMEOUT (gunicorn replaces a worker stuck longer). What is held dies with
-its process (kill -9, that timeout): only sends that another copy makes good belong here, like
-the memcached copies of staged messages (the stream holds each message).
+# Documented in docs/fast-path.md ("Deferred copies").
 """
 
 import logging

@@ -1,13 +1,9 @@
-"""runserver.sh's gunicorn worker class: gunicorn's sync worker, with three changes.
+"""runserver.sh's gunicorn worker class: gunicorn's sync worker, with three changes. It makes
+the sends its process holds (project.deferred) once they are due; a response goes out in one
+send where gunicorn makes two (ResponseSocket); its heartbeat is a utime() at most every
+HEARTBEAT_SECONDS, and an accepted connection is not made close-on-exec a second time.
 
-- It makes the sends its process holds (project.deferred) once they are due: before a request,
-  or while it waits for one.
-- A response goes out in one send where gunicorn makes two (ResponseSocket).
-- Its heartbeat to the arbiter is a file's utime() at most every HEARTBEAT_SECONDS, not twice
-  per request, and an accepted connection is not made close-on-exec a second time.
-
-On this machine's virtual CPUs a system call, and above all a wake-up of another process, costs
-as much as a good part of a small view's Python (README "Benchmarks").
+# Documented in docs/fast-path.md ("The web server's worker class").
 """
 
 import time

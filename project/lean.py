@@ -1,29 +1,15 @@
-"""Lean paths: a few hot endpoints answered by a plain WSGI callable in front of Django's handler.
+"""Lean paths: a few hot routes answered by a plain WSGI callable in front of Django's handler.
 
-Django's request machinery (the request and response objects, eleven middlewares, URL
-resolution, its signals) costs more than a write's own work. So project.wsgi serves the paths
-that apps register here (`lean_paths_register`, from an AppConfig.ready(), so that the project
-never imports the apps) without it, and every other path through Django.
+Apps register lean handlers by view (lean_views_register, from an AppConfig.ready()); the paths
+come from the URLconf. A handler gets a LeanRequest and returns a project.http.Answer (or None to
+leave the request to Django); what Django's middleware adds to an answer is added the same way.
 
-A lean handler gets a LeanRequest and returns a project.http.Answer (or raises ApiError), from
-the same functions its Django view calls. What Django's middleware adds to such an answer, this
-module adds the same way:
-- X-Request-ID, taken or minted by project.logs.request_id_from and bound to the log context;
-- the security headers: computed by Django's own SecurityMiddleware and XFrameOptionsMiddleware
-  (those of settings.MIDDLEWARE), once per process for plain and for secure requests, so HSTS
-  appears exactly when Django would send it;
-- Content-Length (CommonMiddleware), and the django.request warning on a 4xx answer.
-A request that Django's middleware would answer itself (a Host not in ALLOWED_HOSTS, a plain
-request under SECURE_SSL_REDIRECT, PREPEND_WWW, DISALLOWED_USER_AGENTS), or that a handler
-declines (returns None before reading the body), goes to Django unchanged.
-
-Nothing here touches the database, and Django's request_started/request_finished signals are not
-sent: they only reset and close database connections.
+# Documented in docs/fast-path.md ("Lean paths").
 """
 
 import functools
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +19,8 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpResponse
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls.resolvers import RoutePattern
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
@@ -71,16 +59,28 @@ class LeanRequest:
 # A handler's answer, or None to let Django answer instead (decided before reading the body).
 LeanHandler = Callable[[LeanRequest], Answer | None]
 
-_handlers: dict[str, LeanHandler] = {}
+_by_view: dict[Callable[..., Any], LeanHandler] = {}
 
 
-def lean_paths_register(handlers: Mapping[str, LeanHandler]) -> None:
-    """Serve each path (PATH_INFO, exactly) with its handler instead of Django's."""
-    _handlers.update(handlers)
+def lean_views_register(handlers: Mapping[Callable[..., Any], LeanHandler]) -> None:
+    """Serve the routes of these Django views with their lean handlers instead of Django's."""
+    _by_view.update(handlers)
 
 
-def lean_paths() -> Mapping[str, LeanHandler]:
-    return _handlers
+def lean_paths() -> dict[str, LeanHandler]:
+    """The paths served lean, from the URLconf: every route without converters whose view has
+    a lean handler (so the URLconf stays the one list of routes)."""
+    return dict(_routes(get_resolver().url_patterns, "/"))
+
+
+def _routes(patterns: Iterable[Any], prefix: str) -> Iterator[tuple[str, LeanHandler]]:
+    for entry in patterns:
+        if not isinstance(entry.pattern, RoutePattern) or entry.pattern.converters:
+            continue
+        if isinstance(entry, URLResolver):
+            yield from _routes(entry.url_patterns, prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern) and entry.callback in _by_view:
+            yield prefix + str(entry.pattern), _by_view[entry.callback]
 
 
 # --- what Django's middleware would do -----------------------------------------------------------
@@ -191,8 +191,10 @@ def lean_application(django_application: WsgiApp) -> WsgiApp:
     """The WSGI entry point: the registered paths through their lean handlers, the rest (and what
     those decline) through `django_application`."""
 
+    handlers = lean_paths()
+
     def application(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        handler = _handlers.get(environ.get("PATH_INFO", ""))
+        handler = handlers.get(environ.get("PATH_INFO", ""))
         if handler is None or _django_answers_itself() or not _host_allowed(environ):
             return django_application(environ, start_response)
         secure = _is_secure(environ)

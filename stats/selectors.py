@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -125,6 +126,23 @@ def stats_blob_url() -> str:
 
 # --- Recount -----------------------------------------------------------------------------------
 
+# The relation the rollups count (username, city, state, accepted_at), named by the app that owns
+# it (messages, from its AppConfig.ready()), as rollups_add's source is: stats names no table of
+# another app.
+_recount_source = ""
+
+
+def recount_source_register(relation: str) -> None:
+    global _recount_source
+    _recount_source = relation
+
+
+def recount_source() -> str:
+    if not _recount_source:
+        raise ImproperlyConfigured("no app registered the relation the rollups count (recount_source_register)")
+    return _recount_source
+
+
 # (table, rollup name in messy_recount, key columns)
 ROLLUP_TABLES = (
     ("stats_state_count", "state", ("state",)),
@@ -133,7 +151,7 @@ ROLLUP_TABLES = (
     ("stats_minute_count", "minute", ("minute",)),
 )
 
-# Every rollup recomputed from the message table in one scan (one hash aggregate per
+# Every rollup recomputed from recount_source() in one scan (one hash aggregate per
 # grouping set). The minute is truncated in the session's time zone, UTC, as the drains do.
 RECOUNT_CREATE = """
 DROP TABLE IF EXISTS pg_temp.messy_recount;
@@ -144,18 +162,18 @@ SELECT
         WHEN 7 THEN 'state' WHEN 3 THEN 'city' WHEN 13 THEN 'user' WHEN 14 THEN 'minute'
     END AS rollup,
     state, city, username, minute, count(*) AS messages
-FROM (SELECT state, city, username, date_trunc('minute', accepted_at) AS minute FROM message) m
+FROM (SELECT state, city, username, date_trunc('minute', accepted_at) AS minute FROM {source}) m
 GROUP BY GROUPING SETS ((state), (state, city), (username), (minute))
 """
 
-# The totals row recomputed from messy_recount (and the message table's newest time).
+# The totals row recomputed from messy_recount (and the newest time of recount_source()).
 TOTALS_RECOUNT = """
 SELECT
     (SELECT coalesce(sum(messages), 0) FROM messy_recount WHERE rollup = 'state') AS messages,
     (SELECT count(*) FROM messy_recount WHERE rollup = 'user') AS users,
     (SELECT count(*) FROM messy_recount WHERE rollup = 'city') AS cities,
     (SELECT count(*) FROM messy_recount WHERE rollup = 'state') AS states,
-    (SELECT max(accepted_at) FROM message) AS newest_accepted_at
+    (SELECT max(accepted_at) FROM {source}) AS newest_accepted_at
 """
 
 
@@ -189,7 +207,7 @@ def rollups_differences_in_transaction(cursor: Any) -> list[RollupDifference]:
         for row in cursor.fetchall():
             key = " ".join(f"{name}={value!r}" for name, value in zip(keys, row, strict=False))
             differences.append(RollupDifference(table, key, row[-2], row[-1]))
-    cursor.execute(TOTALS_RECOUNT)
+    cursor.execute(TOTALS_RECOUNT.format(source=recount_source()))
     expected = cursor.fetchone()
     totals = Totals.objects.filter(id=1).first()
     found = (totals.messages, totals.users, totals.cities, totals.states, totals.newest_accepted_at) if totals else None
@@ -214,5 +232,5 @@ def rollups_differences() -> list[RollupDifference]:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         # An operator's check: it takes as long as a scan of the messages takes.
         cursor.execute("SET LOCAL statement_timeout = 0")
-        cursor.execute(RECOUNT_CREATE)
+        cursor.execute(RECOUNT_CREATE.format(source=recount_source()))
         return rollups_differences_in_transaction(cursor)

@@ -1,21 +1,12 @@
 """Who may use the jobs API, written once as a decorator; and the API tokens themselves.
 
-- An API token in `Authorization: Bearer <token>`: looked up by its SHA-256 digest.
-- A staff session (the admin's login); unsafe methods then also need Django's CSRF token,
-  because a browser sends the session cookie on its own.
-- For reading one job (its JSON, its page, its report): a signed link that expires after
-  MESSY_JOB_PAGE_TOKEN_MAX_AGE, so a browser can watch the progress page without a header.
-  It grants nothing else.
+An API token (Bearer, looked up by its digest), a staff session (with CSRF for unsafe methods),
+or, for reading one job, a signed link. A token does what its scopes allow; the scope a kind of
+job takes is the kind's own (JobKind.scope).
 
-A token does what its scopes allow (ApiToken.Scope: import, erase, read, admin) until its
-expires_at; a staff session what its Django permissions allow (tasks.scope_<scope>, given to the
-user or a group; a superuser has them all). Without `admin` a token
-sees and cancels only the jobs it created: others' are 404, as if they did not exist. A
-missing scope is 403 insufficient_scope, an expired token 403 token_expired, both with
-RFC 6750's WWW-Authenticate error (403 rather than 401 for the expired token, like a revoked one).
-
-No credentials: 401. Credentials that are wrong, revoked, expired or not staff: 403. Too many
-wrong tokens from one address: 429 (project.ratelimit).
+A staff session does what its Django permissions allow (tasks.scope_<scope>, given to the
+user or a group; a superuser has them all).
+# Documented in docs/jobs.md ("Who may use the API").
 """
 
 import functools
@@ -34,7 +25,7 @@ from django.utils import timezone
 
 from project.http import ApiError, bearer_token
 from project.ratelimit import auth_failure_note, auth_failures_wait
-from tasks.models import ApiToken, Job
+from tasks.models import ApiToken
 
 TOKEN_PREFIX = "messy_"  # noqa: S105 (a marker that tells tokens apart in logs and leaks scanners)
 _PAGE_SALT = "tasks.job-page"
@@ -70,15 +61,6 @@ def api_token_used(token: ApiToken) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-
-
-# The scope that creating, and cancelling, a job of each kind takes.
-# Retention jobs are the operators' own (the schedule creates them): only admin may cancel one.
-KIND_SCOPES: dict[str, str] = {
-    Job.Kind.IMPORT: ApiToken.Scope.IMPORT,
-    Job.Kind.ERASE: ApiToken.Scope.ERASE,
-    Job.Kind.RETAIN: ApiToken.Scope.ADMIN,
-}
 
 
 def _insufficient_scope(scope: str, *, session: bool = False) -> ApiError:

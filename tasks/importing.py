@@ -1,11 +1,8 @@
-"""Bulk import: an uploaded file goes to S3, then a job reads it as a stream and stores its
-good records through messages_persist (the write path's own persistence, rollups included).
+"""Bulk import: an uploaded file goes to S3, then a job reads it as a stream and stores its good
+records through messages_persist. Exactly once, however often it is retried or resumed: ids come
+from the job and the record's position, and each batch commits with its checkpoint.
 
-Exactly once, however often the job is retried or resumed: a record's message id is derived
-from the job id and the record's position (keyed by a server secret, so that nobody else can
-derive it), and each batch's messages, its rejected records and the checkpoint that counts
-them commit in one transaction. A resumed run reads the file again from the start and skips
-the records the checkpoint says are done.
+# Documented in docs/jobs.md ("Import").
 """
 
 import functools
@@ -20,13 +17,13 @@ from django.db import transaction
 from django.utils.crypto import salted_hmac
 
 from messages.ids import message_id_from
-from messages.services import messages_persist, staged_payload
-from messages.staging import StagedPayload
+from messages.services import messages_persist
+from messages.staged import StagedPayload, staged_payload
 from messages.validation import message_validate
 from project.storage import bucket_prepare, s3_client
-from tasks.erasing import erased_digests, fence_lock_shared, username_digest
+from tasks.fence import erased_digests, fence_lock_shared, fences_release, username_digest
 from tasks.kinds import JobFailed, JobKind, JobRun, Outcome, job_kinds
-from tasks.models import ApiToken, ErasureFence, Job, RejectedRecord
+from tasks.models import ApiToken, Job, RejectedRecord
 from tasks.records import FORMATS, FileUnreadable, Record, format_sniff, records_read
 from tasks.services import REPORT, UPLOAD, job_create, job_s3_key
 
@@ -120,16 +117,9 @@ _RECORD_ID_SALT = "tasks.importing.record_message_id"
 
 
 def record_message_id(job_id: uuid.UUID, position: int, unix_ms: int) -> str:
-    """The same id every time the job reads this record: a UUIDv7 layout (the millisecond of
-    the upload, then 74 bits of an HMAC of job and position keyed by SECRET_KEY), so imported
-    rows still land at the right edge of the primary-key index like written ones.
-
-    Keyed, because the job's id and creation time are in its page link and its JSON: a plain
-    digest of them would let whoever holds the link compute every imported id and read the
-    messages through the status endpoint. Rotating SECRET_KEY changes the ids of records not
-    yet stored; a resumed import still stores each record once (the checkpoint, committed with
-    each batch, skips those already stored).
-    """
+    """The same id every time the job reads this record: a UUIDv7 layout (the upload's
+    millisecond, then an HMAC of job and position keyed by SECRET_KEY, so that whoever holds the
+    job's link cannot compute the ids). docs/jobs.md ("Import")."""
     mac = salted_hmac(_RECORD_ID_SALT, job_id.bytes + position.to_bytes(8, "big"), algorithm="sha256")
     return message_id_from(unix_ms, mac.digest())
 
@@ -175,7 +165,7 @@ def _progress_message(state: dict[str, Any]) -> str:
 
 def _batch_commit(run: JobRun, state: dict[str, Any], batch: _Batch, done_bytes: int) -> dict[str, Any]:
     """Store a batch, its rejections and the checkpoint that counts them, all or nothing. The
-    records of users an erasure fenced off are skipped (tasks/erasing.py), in this transaction."""
+    records of users an erasure fenced off are skipped (tasks.fence), in this transaction."""
     with transaction.atomic():
         erased = erased_digests(run.job.pk)
         good = (
@@ -283,6 +273,8 @@ def _upload_delete(job_id: uuid.UUID | str) -> None:
 
 
 class ImportKind(JobKind):
+    scope = ApiToken.Scope.IMPORT
+
     def run(self, run: JobRun) -> Outcome:
         return import_run(run)
 
@@ -290,7 +282,7 @@ class ImportKind(JobKind):
         """The rejected records are in the report by now, the erasures' fences are done with;
         the upload goes once this commits."""
         RejectedRecord.objects.filter(job_id=job_id).delete()
-        ErasureFence.objects.filter(import_job_id=job_id).delete()
+        fences_release(job_id)
         transaction.on_commit(functools.partial(_upload_delete, job_id))
 
 

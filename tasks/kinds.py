@@ -1,9 +1,10 @@
 """Job kinds: what each kind of job does, registered by the module that implements it.
 
-A kind is one module (tasks/importing.py, tasks/erasing.py) with a JobKind subclass and one
-registration line, `job_kinds.register(Job.Kind.X, XKind())`. The runner in tasks/services.py
-asks the registry instead of branching on the kind. The kinds' modules are imported by
-TasksConfig.ready(), so every process that runs jobs has them registered.
+A kind is one module (tasks/importing.py, erasing.py, retention.py) with a JobKind subclass and
+one registration line; the runner asks the registry instead of branching on the kind. The kinds'
+modules are imported by TasksConfig.ready().
+
+# Documented in docs/jobs.md ("Kinds").
 """
 
 import time
@@ -14,7 +15,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 
-from tasks.models import Job
+from tasks.models import ApiToken, Job
 
 
 class JobStopped(Exception):
@@ -96,9 +97,15 @@ class JobRun:
 class JobKind:
     """What one kind of job does. Override run(); the hooks do nothing by default."""
 
+    # The API scope that creating, and cancelling, a job of this kind takes.
+    scope: str = ApiToken.Scope.ADMIN
     # Whether an unexpected error's text stays out of the job row and the logs (only its type
     # is shown), because it could quote what the job must not keep (an erased username).
     error_text_private = False
+
+    def json_extra(self, job: Job, memo: dict[str, Any]) -> dict[str, Any]:
+        """Fields of this kind in the API's JSON of a job; `memo` is shared by one listing."""
+        return {}
 
     def run(self, run: JobRun) -> Outcome:
         """Do the work, checkpointing as it goes; raise JobFailed to fail with a message, and

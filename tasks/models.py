@@ -159,7 +159,7 @@ class ErasureTally(models.Model):
 
 
 class ErasureFence(models.Model):
-    """Keeps imports from bringing back an erased user's messages (tasks/erasing.py). Holds a
+    """Keeps imports from bringing back an erased user's messages (tasks/fence.py). Holds a
     keyed digest of the username, never the name.
 
     A row with `erasure` set exists while that erasure runs: every import skips the digest. When

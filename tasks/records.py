@@ -1,14 +1,10 @@
 """Reading import files as streams of records: NDJSON, CSV and JSON arrays.
 
-Each reader takes an iterator of byte chunks and yields Record(position, data, error) one at a
-time, holding at most one record (bounded by max_record_bytes) in memory. A record that cannot
-be read (not UTF-8, not JSON, too long, wrong number of columns) is yielded with its error and
-the reader goes on; a fault after which nothing more can be read (a broken JSON array, a CSV
-header without the needed columns) raises FileUnreadable with the position where it stopped.
+Each reader takes an iterator of byte chunks and yields Record(position, data, error), holding
+at most one record in memory; a record that cannot be read comes with its error, a fault after
+which nothing can be read raises FileUnreadable.
 
-Positions are 1-based line numbers for NDJSON and CSV (a CSV record spanning lines has the
-line it starts on) and 0-based element indexes for JSON arrays. A UTF-8 byte order mark is
-skipped; lines may end in LF or CRLF; blank lines are skipped but counted.
+# Documented in docs/jobs.md ("Import").
 """
 
 import codecs

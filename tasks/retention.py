@@ -1,21 +1,8 @@
 """Retention: delete the stored messages accepted more than MESSY_MESSAGE_RETENTION_DAYS ago,
-keeping the rollups exact, as a tracked job (off while the setting is 0, the default).
+keeping the rollups exact, as a tracked job created hourly by the beat (off while the setting is
+0, the default). Chunks of MESSY_RETENTION_CHUNK, each checkpointed as it commits.
 
-The beat's hourly `tasks.retention` calls retention_job_create(), which creates a job unless
-one is already queued or running; the job deletes MESSY_RETENTION_CHUNK messages per
-transaction through messages_delete_older_than (the rollups subtracted in the same
-transaction, as an erasure does) and checkpoints each chunk in the transaction that deletes
-it, so a resumed or handed-over run goes on where the last commit left off.
-
-The cutoff is fixed when the job is created (in its params) and falls on the start of a
-minute: whole minutes of the rollups go, so the job's total is the minute rollup's count
-before it (exact, and a scan of a row per minute rather than of the message table), and no
-minute of the timeline is left half counted. Hourly rather than daily: each run deletes about
-an hour's worth of messages, so the load (WAL, vacuum) is spread evenly over the day instead
-of landing in one large run.
-
-Messages accepted before the cutoff that are stored while the job runs (an import of history,
-a replayed dead letter) are deleted too if a chunk reaches them, or by the next run.
+# Documented in docs/jobs.md ("Retention").
 """
 
 from datetime import datetime, timedelta
@@ -29,7 +16,7 @@ from messages.services import messages_delete_older_than
 from stats.selectors import messages_accepted_before
 from stats.services.publish import stats_republish
 from tasks.kinds import JobKind, JobRun, Outcome, job_kinds
-from tasks.models import Job
+from tasks.models import ApiToken, Job
 from tasks.services import job_create
 
 # Any constant that no other code uses for an advisory lock ("messy-retention", as digits).
@@ -91,6 +78,9 @@ def retention_run(run: JobRun) -> Outcome:
 
 
 class RetentionKind(JobKind):
+    # The operators' own jobs (the schedule creates them): only admin may cancel one.
+    scope = ApiToken.Scope.ADMIN
+
     def run(self, run: JobRun) -> Outcome:
         return retention_run(run)
 

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from project.http import timestamp
+from tasks.kinds import job_kinds
 from tasks.models import ApiToken, ErasureTally, Job
 
 
@@ -33,8 +34,9 @@ def erasure_count() -> int:
     return tally.erasures if tally else 0
 
 
-def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dict[str, Any]:
-    """What the API says about a job. Never the erasure subject or the resume checkpoint."""
+def job_json(job: Job, page_token: str = "", memo: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the API says about a job, with its kind's own fields (JobKind.json_extra; `memo`
+    is shared by the jobs of one listing). Never the erasure subject or the checkpoint."""
     urls = {
         "self": reverse("job-detail", args=[job.pk]),
         "cancel": reverse("job-cancel", args=[job.pk]),
@@ -60,6 +62,5 @@ def job_json(job: Job, page_token: str = "", erasures: int | None = None) -> dic
         "finished_at": timestamp(job.finished_at),
         "urls": urls,
     }
-    if job.kind == Job.Kind.ERASE:
-        body["erasures_performed"] = erasure_count() if erasures is None else erasures
+    body.update(job_kinds.get(job.kind).json_extra(job, {} if memo is None else memo))
     return body

@@ -1,14 +1,8 @@
 """Functions that change jobs: create, claim, run, finish, cancel, recover, prune. What a kind
-of job does is registered in tasks.kinds; nothing here branches on the kind.
+of job does is registered in tasks.kinds; nothing here branches on the kind. Every status
+change is one conditional UPDATE naming the state it starts from, so it touches one row or none.
 
-Every status change is one conditional UPDATE that names the state it starts from (and, for a
-running job, the worker that holds it), so it touches exactly one row or none. That is what
-makes a job safe against duplicate Celery messages, redelivery after a crash and two workers
-racing: only one claim can win, and a worker that lost its claim can change nothing.
-
-    queued --claim--> running --succeed/fail--> succeeded / failed
-    queued --cancel--> cancelled      running --cancel requested, next checkpoint--> cancelled
-    running --hand over (time is up)--> queued      running, heartbeat stale --claim--> running
+# Documented in docs/jobs.md ("The job row and its transitions").
 """
 
 import functools

@@ -1,21 +1,6 @@
 """The jobs API (JSON, errors in the shared shape) and the progress page.
 
-                                                                                 token scope
-    POST /tasks/import/                 upload (multipart "file", or the raw body    import
-                                        typed by Content-Type; ?format=, ?name=)
-                                        -> 202 job
-    POST /tasks/erase/                  {"username": ...} -> 202 job                 erase
-    GET  /tasks/erase/                  {"erasures_performed": n}                    erase
-    GET  /tasks/jobs/?kind=&status=     the newest 100 jobs                          read
-    GET  /tasks/jobs/<id>/              one job: status, progress, error, result     read
-    POST /tasks/jobs/<id>/cancel/       202; 409 when it has finished                the job's kind
-    GET  /tasks/jobs/<id>/report/       302 to the import's error report in S3       read
-    GET  /tasks/<id>/                   the progress page                            read
-
-All need `Authorization: Bearer <token>` with the scope above (`admin` has them all), or a
-staff session (see tasks.auth); without `admin`, a token sees only the jobs it created. The
-job's read endpoints and its page also take the signed link (?t=) returned when the job was
-created.
+# Documented in docs/jobs.md ("The API"): each route and the token scope it takes.
 """
 
 from django.urls import path

@@ -14,9 +14,10 @@ from messages.validation import message_validate
 from project.http import ApiError, api_view, json_response, methods
 from project.storage import presigned_get_url
 from tasks import selectors, services
-from tasks.auth import KIND_SCOPES, credentials_required, jobs_owner, page_token, scope_granted, scope_required
+from tasks.auth import credentials_required, jobs_owner, page_token, scope_granted, scope_required
 from tasks.erasing import erasure_job_create
 from tasks.importing import UploadTooLarge, import_job_create
+from tasks.kinds import job_kinds
 from tasks.models import ApiToken, Job
 from tasks.records import FORMATS
 
@@ -169,8 +170,8 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
             400, "invalid_filter", "Unknown status.", fields={"status": [f"One of {', '.join(Job.Status.values)}."]}
         )
     jobs = selectors.jobs_list(kind=kind, status=status, owner=jobs_owner(request))
-    erasures = selectors.erasure_count()
-    return json_response({"jobs": [selectors.job_json(job, erasures=erasures) for job in jobs]})
+    memo: dict[str, Any] = {}
+    return json_response({"jobs": [selectors.job_json(job, memo=memo) for job in jobs]})
 
 
 @api_view
@@ -185,7 +186,7 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @credentials_required(None)
 def job_cancel(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _job_or_404(request, job_id)
-    scope_required(request, KIND_SCOPES[job.kind])
+    scope_required(request, job_kinds.get(job.kind).scope)
     if not services.job_cancel(job):
         raise ApiError(409, "job_finished", f"The job has already {job.status}.")
     job.refresh_from_db()
@@ -208,7 +209,7 @@ def job_report(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 def job_page(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = _job_or_404(request, job_id)
     # Cancelling takes what job_cancel takes (the kind's scope, or staff), never the link alone.
-    can_cancel = scope_granted(request, KIND_SCOPES[job.kind])
+    can_cancel = scope_granted(request, job_kinds.get(job.kind).scope)
     context = {"job": job, "link_token": request.GET.get("t", ""), "can_cancel": can_cancel}
     response = render(request, "tasks/job.html", context)
     # The link's token must not travel on to S3 (the report download) in a Referer header.

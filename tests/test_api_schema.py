@@ -29,6 +29,7 @@ from django.utils import timezone
 from openapi_spec_validator import validate
 
 from messages import services as message_services
+from messages import staging
 from project.api_docs import schema
 from project.redis import redis_client_reset
 from project.storage import bucket_ensure
@@ -258,7 +259,7 @@ def database_down(ctx: Ctx) -> Response:
 
 def stored_message(ctx: Ctx) -> Response:
     message_id = post_json(Client(), "/message/write/", GOOD).json()["id"]
-    message_services.messages_drain(slot=0)
+    message_services.messages_drain(staging.shards()[0], slot=0)
     response = Client().get(f"/message/{message_id}/")
     assert response.json()["status"] == "stored"
     return response

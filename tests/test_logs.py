@@ -11,7 +11,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 
-from messages import services
+from messages import services, staging
 from project.celery import app
 from project.logs import (
     ContextFilter,
@@ -179,7 +179,7 @@ def test_a_batch_the_database_refuses_is_logged_by_sqlstate_and_entry_ids_only(c
             body = {"username": username, "city": "London", "state": "LDN", "message": "secret text"}
             response = Client().post("/message/write/", data=json.dumps(body), content_type="application/json")
             assert response.status_code == 202
-        services.messages_drain(slot=0)
+        services.messages_drain(staging.shards()[0], slot=0)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE message DROP CONSTRAINT IF EXISTS test_refusal")

@@ -71,7 +71,7 @@ def test_an_unreachable_broker_leaves_out_its_numbers_and_nothing_else(settings)
 def test_the_oldest_staged_message_age_comes_from_its_entry_id():
     assert value(scrape(), "messy_backlog_oldest_age_seconds") == 0
     accepted_ms = int(time.time() * 1000) - 90_000
-    redis_client().xadd(staging.stream_key(), {"m": b"{}"}, id=f"{accepted_ms}-0")
+    redis_client().xadd(staging.shards()[0].stream, {"m": b"{}"}, id=f"{accepted_ms}-0")
     assert 90 <= value(scrape(), "messy_backlog_oldest_age_seconds") < 100
 
 

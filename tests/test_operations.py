@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from messages import services
+from messages import services, staging
 
 GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
@@ -26,7 +26,7 @@ def test_metrics_count_accepted_rejected_stored_and_the_backlog():
     assert "messy_messages_accepted_total 3.0" in text
     assert 'messy_messages_rejected_total{reason="invalid"} 1.0' in text
     assert "messy_backlog_messages 3.0" in text
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     text = client.get("/metrics").content.decode()
     assert "messy_backlog_messages 0.0" in text
     assert "messy_messages_stored_total 3.0" in text

@@ -10,6 +10,7 @@ from stats.selectors import (
     ROLLUP_TABLES,
     TOTALS_RECOUNT,
     RollupDifference,
+    recount_source,
     rollups_differences_in_transaction,
 )
 from stats.services.rollups import top_users_rebuild
@@ -38,9 +39,10 @@ def _rollups_fix_locked() -> list[RollupDifference]:
         # Queued behind a long erasure, this lock would hold every drain in the queue behind
         # it: give up instead. Once it is held, the recount takes as long as the scan takes.
         cursor.execute("SET LOCAL lock_timeout = '10s'")
-        cursor.execute("LOCK TABLE message IN SHARE MODE")
+        source = recount_source()
+        cursor.execute(f"LOCK TABLE {source} IN SHARE MODE")
         cursor.execute("SET LOCAL statement_timeout = 0")
-        cursor.execute(RECOUNT_CREATE)
+        cursor.execute(RECOUNT_CREATE.format(source=source))
         differences = rollups_differences_in_transaction(cursor)
         if not differences:
             return differences
@@ -64,7 +66,7 @@ def _rollups_fix_locked() -> list[RollupDifference]:
                 """,  # noqa: S608
                 [rollup],
             )
-        cursor.execute(_TOTALS_FIX)
+        cursor.execute(_TOTALS_FIX.format(source=source))
     return differences
 
 

@@ -52,7 +52,7 @@ def test_the_same_client_id_from_the_same_key_is_answered_the_same_id_and_stored
     in_batch = post_json(client, "/message/batch/", [{**GOOD, "id": CLIENT_ID}]).json()["results"][0]["id"]
     assert first == again == in_batch
 
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
 
     assert Message.objects.count() == 1
     assert stored(first).message == "hello"
@@ -68,7 +68,7 @@ def test_another_key_with_the_same_client_id_gets_its_own_message_not_the_first(
     assert other != first
     assert CLIENT_ID not in (first, other)  # the client's id is never the stored id
 
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
 
     assert stored(first).message == "hello"
     assert stored(other).message == "claimed?"
@@ -101,7 +101,7 @@ def test_a_client_id_that_is_not_a_uuid_is_a_field_error(bad, write_client):
 def test_sent_at_is_stored_from_iso_8601_with_a_zone_or_unix_ms(settings, sent_at, write_client):
     settings.MESSY_SENT_AT_MAX_AGE_SECONDS = 10**10
     message_id = post_json(write_client(), "/message/write/", {**GOOD, "sent_at": sent_at}).json()["id"]
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     assert stored(message_id).sent_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
     body = write_client().get(f"/message/{message_id}/").json()
     assert body["sent_at"] == "2026-01-01T10:00:00.000Z"
@@ -112,7 +112,7 @@ def test_sent_at_is_stored_from_iso_8601_with_a_zone_or_unix_ms(settings, sent_a
 @pytest.mark.django_db
 def test_without_sent_at_the_status_says_null(write_client):
     message_id = post_json(write_client(), "/message/write/", GOOD).json()["id"]
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     assert write_client().get(f"/message/{message_id}/").json()["sent_at"] is None
 
 
@@ -186,7 +186,7 @@ def test_gzipped_writes_and_batches_are_accepted(write_client):
 
 
 def _entries():
-    return staging.redis_client().xrange(staging.stream_key())
+    return staging.redis_client().xrange(staging.shards()[0].stream)
 
 
 def test_a_gzip_bomb_is_inflated_only_as_far_as_the_limit():

@@ -47,12 +47,12 @@ def blocked_user():
 def test_a_dead_letter_replayed_after_its_cause_is_fixed_is_stored_exactly_once(blocked_user):
     fine = [write("ada"), write("bob")]
     refused = write("blocked")
-    assert services.messages_drain(slot=0).stored == 2
+    assert services.messages_drain(staging.shards()[0], slot=0).stored == 2
     assert staging.redis_client().xlen(staging.dead_letter_key()) == 1
 
     blocked_user()
     assert "Replayed 1 dead letters" in deadletters("replay")
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     deadletters("replay")  # nothing left: changes nothing
 
     assert sorted(str(i) for i in Message.objects.values_list("id", flat=True)) == sorted([*fine, refused])
@@ -62,19 +62,19 @@ def test_a_dead_letter_replayed_after_its_cause_is_fixed_is_stored_exactly_once(
 
 def test_a_dead_letter_replayed_twice_is_stored_once():
     message_id = write("ada")
-    entry = staging.BatchReader("test").claim(10)[0]
-    staging.group_ensure()
-    assert staging.dead_letter(entry, "simulated")
+    entry = staging.BatchReader(staging.shards()[0], "test").claim(10)[0]
+    staging.group_ensure(staging.shards()[0])
+    assert staging.dead_letter(staging.shards()[0], entry, "simulated")
     letter = staging.dead_letters_page()[0]
     staging.redis_client().xadd(staging.dead_letter_key(), {"m": letter.payload, "reason": "again"})
     assert services.dead_letters_replay() == 2
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     assert [str(i) for i in Message.objects.values_list("id", flat=True)] == [message_id]
 
 
 def test_the_list_shows_no_message_content_or_username_unless_asked(blocked_user):
     refused = write("blocked")
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     listed = deadletters("list")
     assert refused in listed and "database refused the row" in listed and "1 dead letters listed" in listed
     assert "blocked" not in listed.replace("database refused", "") and "hello" not in listed
@@ -85,20 +85,20 @@ def test_the_list_shows_no_message_content_or_username_unless_asked(blocked_user
 def test_replay_and_purge_can_name_single_entries(blocked_user):
     write("blocked")
     write("blocked")
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     first, second = (letter.entry_id for letter in staging.dead_letters_page())
     blocked_user()
     deadletters("replay", "--id", first)
     assert [letter.entry_id for letter in staging.dead_letters_page()] == [second]
     assert "Purged 1" in deadletters("purge", "--id", second)
     assert staging.redis_client().xlen(staging.dead_letter_key()) == 0
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     assert Message.objects.count() == 1
 
 
 def test_purging_everything_needs_all_and_yes(blocked_user):
     write("blocked")
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     with pytest.raises(CommandError):
         deadletters("purge", "--all")
     assert staging.redis_client().xlen(staging.dead_letter_key()) == 1
@@ -107,10 +107,10 @@ def test_purging_everything_needs_all_and_yes(blocked_user):
 
 
 def test_dead_letters_are_never_trimmed(settings):
-    staging.group_ensure()
+    staging.group_ensure(staging.shards()[0])
     for i in range(3):
-        staging.redis_client().xadd(staging.stream_key(), {"m": f"not json {i}"})
-    services.messages_drain(slot=0)
+        staging.redis_client().xadd(staging.shards()[0].stream, {"m": f"not json {i}"})
+    services.messages_drain(staging.shards()[0], slot=0)
     assert staging.redis_client().xlen(staging.dead_letter_key()) == 3
     assert staging.redis_client().xinfo_stream(staging.dead_letter_key())["max-deleted-entry-id"] == b"0-0"
 

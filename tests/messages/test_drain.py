@@ -10,7 +10,7 @@ from django.test import Client
 
 from messages import ids, services, staging
 from messages.models import Message
-from messages.staging import StagedPayload
+from messages.staged import StagedPayload
 from stats.models import CityCount, MinuteCount, StateCount, Totals, UserCount
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,7 @@ def broker_queue_length(queue: str = "ingest") -> int:
 
 def test_a_drain_stores_every_staged_message_once_with_rollups():
     ids = write_many(30)
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
     assert report.stored == 30
     assert set(map(str, Message.objects.values_list("id", flat=True))) == set(ids)
     assert staging.backlog() == 0
@@ -95,10 +95,10 @@ def test_a_batch_stored_but_not_acknowledged_before_a_crash_is_not_stored_twice(
     and the second insert is a no-op, rollups included."""
     settings.MESSY_DRAIN_RECLAIM_IDLE_MS = 0
     write_many(20)
-    staging.group_ensure()
-    entries = staging.batch_claim("doomed-worker", 100)
+    staging.group_ensure(staging.shards()[0])
+    entries = staging.batch_claim(staging.shards()[0], "doomed-worker", 100)
     services.messages_persist([json.loads(entry.payload) for entry in entries])  # ...and then it died
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
     assert report.entries == 20
     assert report.stored == 0
     assert Message.objects.count() == 20
@@ -108,20 +108,20 @@ def test_a_batch_stored_but_not_acknowledged_before_a_crash_is_not_stored_twice(
 
 def test_entries_held_by_a_dead_consumer_wait_for_the_idle_time_then_are_reclaimed(settings):
     write_many(10)
-    staging.group_ensure()
-    assert len(staging.batch_claim("dead-worker", 100)) == 10
+    staging.group_ensure(staging.shards()[0])
+    assert len(staging.batch_claim(staging.shards()[0], "dead-worker", 100)) == 10
     settings.MESSY_DRAIN_RECLAIM_IDLE_MS = 60_000
-    assert services.messages_drain(slot=0).entries == 0  # still too fresh to take over
+    assert services.messages_drain(staging.shards()[0], slot=0).entries == 0  # still too fresh to take over
     settings.MESSY_DRAIN_RECLAIM_IDLE_MS = 0
-    assert services.messages_drain(slot=0).stored == 10
+    assert services.messages_drain(staging.shards()[0], slot=0).stored == 10
     assert staging.backlog() == 0
 
 
 def test_a_malformed_staged_entry_is_dead_lettered_and_does_not_block_the_others():
     write_many(3)
-    staging.redis_client().xadd(staging.stream_key(), {"m": b"{not json"})
+    staging.redis_client().xadd(staging.shards()[0].stream, {"m": b"{not json"})
     write_many(3)
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
     assert report.stored == 6
     assert staging.backlog() == 0
     [(_, fields)] = staging.redis_client().xrange(staging.dead_letter_key())
@@ -132,9 +132,9 @@ def test_a_malformed_staged_entry_is_dead_lettered_and_does_not_block_the_others
 def test_an_entry_whose_id_is_not_a_uuid_is_dead_lettered_and_the_rest_of_its_batch_is_stored():
     write_many(3)
     bad = {"id": "not-a-uuid", "username": "a", "city": "c", "state": "s", "message": "m", "accepted_at": 1}
-    staging.redis_client().xadd(staging.stream_key(), {"m": json.dumps(bad)})
+    staging.redis_client().xadd(staging.shards()[0].stream, {"m": json.dumps(bad)})
     write_many(3)
-    assert services.messages_drain(slot=0).stored == 6
+    assert services.messages_drain(staging.shards()[0], slot=0).stored == 6
     assert staging.backlog() == 0
     assert staging.redis_client().xlen(staging.dead_letter_key()) == 1
 
@@ -149,9 +149,9 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_i
         "message": "m",
         "accepted_at": 1_700_000_000_000,
     }
-    staging.redis_client().xadd(staging.stream_key(), {"m": json.dumps(poison)})
+    staging.redis_client().xadd(staging.shards()[0].stream, {"m": json.dumps(poison)})
     write_many(4)
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
     assert report.stored == 8
     assert Message.objects.count() == 8
     assert staging.backlog() == 0
@@ -160,13 +160,13 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_i
 
 
 def pending_count() -> int:
-    return staging.redis_client().xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"]
+    return staging.redis_client().xpending(staging.shards()[0].stream, staging.CONSUMER_GROUP)["pending"]
 
 
 def test_a_backlog_of_full_batches_is_stored_once_each_batch_read_while_the_one_before_is_stored(settings):
     settings.MESSY_DRAIN_BATCH_SIZE = 4
     write_many(18)
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
     assert (report.batches, report.entries, report.stored) == (5, 18, 18)
     assert Message.objects.count() == 18
     assert totals() == (18, 3, 1, 1)
@@ -194,14 +194,14 @@ def test_when_storing_fails_the_batch_read_ahead_stays_pending_and_the_retried_d
         )
     try:
         with pytest.raises(InternalError):
-            services.messages_drain(slot=0)
+            services.messages_drain(staging.shards()[0], slot=0)
         assert Message.objects.count() == 4
         assert pending_count() == 8
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER messy_test_refuse ON message")
             cursor.execute("DROP FUNCTION messy_test_refuse()")
-    assert services.messages_drain(slot=0).stored == 8
+    assert services.messages_drain(staging.shards()[0], slot=0).stored == 8
     assert Message.objects.count() == 12
     assert totals()[0] == 12
     assert staging.backlog() == 0
@@ -215,15 +215,15 @@ def test_the_first_write_schedules_one_drain_and_later_writes_do_not():
 
 def test_a_finished_drain_releases_its_slot_so_the_next_write_schedules_again():
     write_many(1)
-    services.messages_drain(slot=0)
-    assert staging.slot_acquire(0, "probe")
+    services.messages_drain(staging.shards()[0], slot=0)
+    assert staging.slot_acquire(staging.shards()[0], 0, "probe")
 
 
 def test_the_sweep_schedules_a_drain_only_when_something_is_staged_and_no_drain_holds_the_slot():
     assert services.messages_sweep() is False
     write_many(2)  # takes slot 0 and publishes a drain
     assert services.messages_sweep() is False
-    staging.slot_release(0)  # as if that drain task had been lost
+    staging.slot_release(staging.shards()[0], 0)  # as if that drain task had been lost
     assert services.messages_sweep() is True
     assert broker_queue_length() == 2
 
@@ -233,12 +233,12 @@ def test_a_drain_that_finds_a_deep_backlog_starts_helpers_on_other_slots(setting
     settings.MESSY_DRAIN_RUN_SECONDS = 0.0001  # one batch, then hand over
     staging.worker_heartbeat("host-a:1", 3)
     write_many(40)
-    staging.redis_client().delete(staging.slot_key(1))
+    staging.redis_client().delete(staging.shards()[0].slot(1))
     before = broker_queue_length()
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     # one fan-out helper on slot 1, plus the hand-over of slot 0
     assert broker_queue_length() == before + 2
-    assert staging.redis_client().exists(staging.slot_key(1))
+    assert staging.redis_client().exists(staging.shards()[0].slot(1))
 
 
 def deep_backlog_drained_once(settings) -> int:
@@ -249,13 +249,13 @@ def deep_backlog_drained_once(settings) -> int:
     if not staging.backlog():
         write_many(60)
     for slot in range(10):
-        staging.slot_release(slot)
-    staging.slot_acquire(0, "test")
+        staging.slot_release(staging.shards()[0], slot)
+    staging.slot_acquire(staging.shards()[0], 0, "test")
     for _ in range(10):  # as the helpers would, each on its slot
         for slot in range(10):
-            if staging.redis_client().get(staging.slot_key(slot)) in (b"fan-out", b"test"):
-                services._fan_out_if_behind(slot, 0, settings.MESSY_DRAIN_BATCH_SIZE)
-    return sum(bool(staging.redis_client().exists(staging.slot_key(slot))) for slot in range(10))
+            if staging.redis_client().get(staging.shards()[0].slot(slot)) in (b"fan-out", b"test"):
+                services.drain._fan_out_if_behind(staging.shards()[0], slot, settings.MESSY_DRAIN_BATCH_SIZE)
+    return sum(bool(staging.redis_client().exists(staging.shards()[0].slot(slot))) for slot in range(10))
 
 
 def test_adding_ingest_worker_processes_raises_the_drains_in_flight_with_no_setting_changed(settings):
@@ -283,7 +283,7 @@ def test_the_drain_writes_with_copy_inside_one_transaction_per_batch(settings, d
     settings.MESSY_DRAIN_BATCH_SIZE = 1000
     write_many(300)
     with django_assert_max_num_queries(15):
-        services.messages_drain(slot=0)
+        services.messages_drain(staging.shards()[0], slot=0)
     assert Message.objects.count() == 300
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM message")
@@ -296,28 +296,30 @@ def test_an_entry_deleted_while_pending_is_acknowledged_and_the_drain_goes_on(se
     the new entries behind it."""
     settings.MESSY_DRAIN_RUN_SECONDS = 5
     held = write_many(5)
-    staging.group_ensure()
+    staging.group_ensure(staging.shards()[0])
     consumer = staging.consumer_name()  # the drain below is this same process: one consumer
-    pending = staging.batch_claim(consumer, 100)  # read, then the process "crashed"
+    pending = staging.batch_claim(staging.shards()[0], consumer, 100)  # read, then the process "crashed"
     assert len(pending) == 5
-    staging.redis_client().xdel(staging.stream_key(), pending[2].entry_id)
+    staging.redis_client().xdel(staging.shards()[0].stream, pending[2].entry_id)
     behind = write_many(5)
 
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
 
     expected = set(held) - {json.loads(pending[2].payload)["id"]} | set(behind)
     assert report.stored == 9
     assert set(map(str, Message.objects.values_list("id", flat=True))) == expected
     assert staging.backlog() == 0
-    assert staging.redis_client().xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"] == 0
+    assert staging.redis_client().xpending(staging.shards()[0].stream, staging.CONSUMER_GROUP)["pending"] == 0
 
 
 def test_a_pending_read_of_only_deleted_entries_still_reaches_the_new_ones():
     write_many(2)
-    staging.group_ensure()
+    staging.group_ensure(staging.shards()[0])
     consumer = staging.consumer_name()
-    pending = staging.batch_claim(consumer, 100)
-    staging.redis_client().xdel(staging.stream_key(), *[entry.entry_id for entry in pending])
+    pending = staging.batch_claim(staging.shards()[0], consumer, 100)
+    staging.redis_client().xdel(staging.shards()[0].stream, *[entry.entry_id for entry in pending])
     behind = write_many(3)
-    assert [json.loads(e.payload)["id"] for e in staging.BatchReader(consumer).claim(100)] == behind
-    assert staging.redis_client().xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"] == 3
+    assert [
+        json.loads(e.payload)["id"] for e in staging.BatchReader(staging.shards()[0], consumer).claim(100)
+    ] == behind
+    assert staging.redis_client().xpending(staging.shards()[0].stream, staging.CONSUMER_GROUP)["pending"] == 3

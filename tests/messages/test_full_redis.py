@@ -157,12 +157,12 @@ def test_when_redis_is_full_writes_get_503_with_retry_after_and_a_drain_empties_
     assert (single.status_code, single.json()["error"]) == (503, "staging_full")
 
     # The group was made by the first write (a full Redis refuses XGROUP CREATE).
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
 
     assert report.stored == len(ids)
     assert_stored_exactly_once(ids)
     assert staging.backlog() == 0
-    assert small_redis.client.xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"] == 0
+    assert small_redis.client.xpending(staging.shards()[0].stream, staging.CONSUMER_GROUP)["pending"] == 0
     assert write(client).status_code == 202
     assert batch(client, 10).status_code == 202
 
@@ -173,13 +173,13 @@ def test_a_drain_acks_and_deletes_while_redis_stays_over_maxmemory(small_redis):
     small_redis.fill_with_junk()
     assert write(client).json()["error"] == "staging_full"
 
-    report = services.messages_drain(slot=0)
+    report = services.messages_drain(staging.shards()[0], slot=0)
 
     assert small_redis.is_full()  # all along: the junk is still there
     assert report.stored == 300
     assert_stored_exactly_once(ids)
     assert staging.backlog() == 0
-    assert small_redis.client.xpending(staging.stream_key(), staging.CONSUMER_GROUP)["pending"] == 0
+    assert small_redis.client.xpending(staging.shards()[0].stream, staging.CONSUMER_GROUP)["pending"] == 0
     small_redis.junk_delete()
     assert write(client).status_code == 202
 
@@ -187,7 +187,7 @@ def test_a_drain_acks_and_deletes_while_redis_stays_over_maxmemory(small_redis):
 def test_while_redis_is_full_the_sweep_still_starts_a_drain(small_redis, settings):
     batch(Client(), 20)
     small_redis.fill_with_junk()
-    staging.slot_release(0)
+    staging.slot_release(staging.shards()[0], 0)
     assert services.messages_sweep() is True
 
 
@@ -196,17 +196,17 @@ def test_an_entry_that_cannot_be_dead_lettered_while_full_stays_pending_and_does
 ):
     client = Client()
     ids = accepted_ids(batch(client, 20))
-    small_redis.client.xadd(staging.stream_key(), {"m": b"{not json"})
+    small_redis.client.xadd(staging.shards()[0].stream, {"m": b"{not json"})
     ids += accepted_ids(batch(client, 20))
     small_redis.fill_with_junk()
 
-    assert services.messages_drain(slot=0).stored == 40
+    assert services.messages_drain(staging.shards()[0], slot=0).stored == 40
     assert_stored_exactly_once(ids)
     # The malformed entry waits, pending, for a Redis with room for its dead letter.
     assert staging.backlog() == 1
     assert small_redis.client.xlen(staging.dead_letter_key()) == 0
 
     small_redis.junk_delete()
-    services.messages_drain(slot=0)
+    services.messages_drain(staging.shards()[0], slot=0)
     assert staging.backlog() == 0
     assert small_redis.client.xlen(staging.dead_letter_key()) == 1

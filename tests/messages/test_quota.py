@@ -58,7 +58,7 @@ def test_the_bucket_refills_over_time(quota, write_client, monkeypatch):
     # The write path's clock, stopped: on a running one, a slow moment between two writes
     # would refill a token.
     clock = StoppedClock()
-    monkeypatch.setattr(services, "time", clock)
+    monkeypatch.setattr(services.accept, "time", clock)
     client = write_client()
     assert [write(client).status_code for _ in range(3)] == [202, 202, 429]
     clock.advance(0.049)  # less than a token's worth (one each 50 ms)
@@ -74,7 +74,9 @@ def test_a_web_host_whose_clock_is_behind_refills_nothing_until_it_passes_the_st
     payload = json.dumps({**GOOD, "id": "x", "accepted_at": now_ms})
 
     def stage(at_ms: int) -> staging.StageOutcome:
-        return staging.stage([payload], at_ms, quota_subject="skewed", quota_rate=10, quota_burst=2)
+        return staging.stage(
+            [payload], at_ms, shard=staging.shard_of("skewed"), quota_subject="skewed", quota_rate=10, quota_burst=2
+        )
 
     assert [stage(now_ms).result, stage(now_ms).result] == ["staged", "staged"]  # the burst, spent
     assert stage(now_ms - 5_000).result == "quota"  # 5 s behind: not 50 tokens' worth of refill
@@ -152,7 +154,7 @@ def test_redis_key_names_hold_api_keys_only_as_digests(settings, write_client):
     assert not [name for name in names if "plain-secret-key" in name]
     digest = api_key_digest("plain-secret-key-1234")
     assert staging.quota_key(digest) in names
-    assert staging.idempotency_key(digest, "idem-1") in names
+    assert staging.idempotency_key(staging.shard_of(digest), digest, "idem-1") in names
 
 
 def test_a_wrong_key_is_refused_whatever_its_length_or_prefix(settings, write_client):

@@ -26,7 +26,7 @@ def post_json(client: Client, path: str, body, **headers):
 
 
 def staged_payloads() -> list[dict]:
-    entries = staging.redis_client().xrange(staging.stream_key())
+    entries = staging.redis_client().xrange(staging.shards()[0].stream)
     return [json.loads(fields[b"m"]) for _, fields in entries]
 
 
@@ -319,7 +319,7 @@ def test_an_idempotency_record_keeps_only_a_digest_and_the_accepted_ids(client, 
     batch = [GOOD] + [{}] * 999  # 3 KB that once cost a 206 KB record
     response = post_json(client, "/message/batch/", batch, **{"Idempotency-Key": "small"})
     assert response.status_code == 202
-    record_key = staging.idempotency_key("anon", "small")
+    record_key = staging.idempotency_key(staging.shards()[0], "anon", "small")
     redis = staging.redis_client()
     assert redis.strlen(record_key) <= 33 + 16
     assert 590 < redis.ttl(record_key) <= 600
@@ -393,7 +393,7 @@ def test_a_json_array_over_the_item_limit_is_refused_before_any_item_is_built(cl
 
 def test_past_the_backlog_byte_bound_writes_get_503_with_retry_after(client, settings):
     assert post_json(client, "/message/write/", GOOD).status_code == 202
-    settings.MESSY_BACKLOG_MAX_BYTES = staging.redis_client().memory_usage(staging.stream_key()) + 50
+    settings.MESSY_BACKLOG_MAX_BYTES = staging.redis_client().memory_usage(staging.shards()[0].stream) + 50
     response = post_json(client, "/message/write/", GOOD)
     assert response.status_code == 503
     assert response.json()["error"] == "backlog_full"

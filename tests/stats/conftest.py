@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from messages.services import messages_persist
-from messages.staging import StagedPayload
+from messages.staged import StagedPayload
 from project import storage
 from tests.harness import ROOT, Process, ProcessGroup, S3Server, port_open
 

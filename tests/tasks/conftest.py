@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from messages.services import messages_persist
-from messages.staging import StagedPayload
+from messages.staged import StagedPayload
 from project.storage import bucket_ensure
 from stats.selectors import rollups_differences
 from tasks import auth

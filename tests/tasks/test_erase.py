@@ -13,10 +13,11 @@ from django.core.cache import caches
 from django.db import connection
 from django.test import Client
 
-from messages import staging
+from messages import copies, staging
+from messages.copies import copy_key
 from messages.models import Message
-from messages.services import messages_persist, messages_stage
-from messages.staging import copy_key
+from messages.services import WriteRequest, messages_accept, messages_persist
+from messages.staged import payload_decode
 from messages.tasks import messages_copies_delete
 from messages.validation import MessageInput
 from project.redis import key
@@ -34,8 +35,7 @@ USER = "eve-the-erased"
 
 def stage(username: str, count: int = 1) -> list[str]:
     inputs = [MessageInput(username, "Nice", "PAC", f"staged {i}") for i in range(count)]
-    body = messages_stage(inputs, lambda staged: {"ids": [payload["id"] for payload in staged]})
-    return body["ids"]
+    return messages_accept(WriteRequest(inputs)).ids
 
 
 def stream_usernames(stream: str) -> list[str]:
@@ -66,7 +66,7 @@ def test_an_erasure_removes_stored_staged_dead_lettered_and_cached_messages_and_
     assert (job.progress_done, job.progress_total) == (35, 35)
     assert not Message.objects.filter(username=USER).exists()
     assert Message.objects.filter(username="bob").count() == 5
-    assert stream_usernames(staging.stream_key()) == ["bob", "bob"]
+    assert stream_usernames(staging.shards()[0].stream) == ["bob", "bob"]
     assert stream_usernames(staging.dead_letter_key()) == []
     cached = caches["staged"].get_many([copy_key(i) for i in staged_ids])
     assert cached.keys() == {copy_key(i) for i in staged_ids[3:]}
@@ -79,14 +79,14 @@ def test_an_erasure_removes_stored_staged_dead_lettered_and_cached_messages_and_
 def test_a_message_a_drain_is_storing_while_the_job_runs_is_erased_too(api, settings):
     settings.MESSY_ERASE_PENDING_WAIT_SECONDS = 20
     stage(USER, 2)
-    staging.group_ensure()
-    held = staging.batch_claim("drain-under-test", 100)  # read, not yet stored: pending
+    staging.group_ensure(staging.shards()[0])
+    held = staging.batch_claim(staging.shards()[0], "drain-under-test", 100)  # read, not yet stored: pending
     assert len(held) == 2
 
     def drain_finishes_later() -> None:
         time.sleep(1)
-        messages_persist([staging.payload_decode(entry.payload) for entry in held])
-        staging.batch_ack([entry.entry_id for entry in held], 2, 0)
+        messages_persist([payload_decode(entry.payload) for entry in held])
+        staging.batch_ack(staging.shards()[0], [entry.entry_id for entry in held], 2, 0)
         connection.close()
 
     drain = threading.Thread(target=drain_finishes_later)
@@ -109,7 +109,7 @@ def test_a_message_that_arrives_while_the_job_runs_is_erased_too(api, settings):
 
     job_id = erase(api)
     assert services.job_run(job_id, on_progress=on_progress) == "succeeded"
-    assert arrived and stream_usernames(staging.stream_key()) == []
+    assert arrived and stream_usernames(staging.shards()[0].stream) == []
     assert Job.objects.get(pk=job_id).result == {"messages_erased": 12, "staged_erased": 1}
 
 
@@ -132,8 +132,8 @@ def test_nothing_identifies_the_erased_user_afterwards(api, caplog):
 def test_a_failed_erasure_wipes_the_username_too(api, settings):
     settings.MESSY_ERASE_PENDING_WAIT_SECONDS = 0
     stage(USER)
-    staging.group_ensure()
-    staging.batch_claim("a-drain-that-never-finishes", 10)
+    staging.group_ensure(staging.shards()[0])
+    staging.batch_claim(staging.shards()[0], "a-drain-that-never-finishes", 10)
     job_id = erase(api)
     assert services.job_run(job_id) == "failed"
     job = Job.objects.get(pk=job_id)
@@ -170,12 +170,12 @@ def test_an_erasure_needs_a_valid_username(api, body):
 
 
 def test_a_backlog_larger_than_one_scan_page_is_searched_to_its_end(api, monkeypatch):
-    monkeypatch.setattr(staging, "SCAN_COUNT", 3)
+    monkeypatch.setattr(staging.erasure, "SCAN_COUNT", 3)
     for name in ("bob", USER, "bob", "bob", "cleo", USER, "bob", "dan", USER):
         stage(name)
     job_id = erase(api)
     assert services.job_run(job_id) == "succeeded"
-    assert stream_usernames(staging.stream_key()) == ["bob", "bob", "bob", "cleo", "bob", "dan"]
+    assert stream_usernames(staging.shards()[0].stream) == ["bob", "bob", "bob", "cleo", "bob", "dan"]
     assert Job.objects.get(pk=job_id).result == {"messages_erased": 0, "staged_erased": 3}
 
 
@@ -208,7 +208,7 @@ def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_
     so one may land after the erasure deleted it. The erasure deletes the copies of the messages
     accepted within that moment's bound once more, when the bound has passed."""
     now_ms = time.time_ns() // 1_000_000
-    old = payload(USER, accepted_at=now_ms - (staging.copies_late_seconds() + 60) * 1000)
+    old = payload(USER, accepted_at=now_ms - (copies.copies_late_seconds() + 60) * 1000)
     recent = payload(USER, accepted_at=now_ms)
     store([old, recent])
     staged_ids = stage(USER, 2)
@@ -220,7 +220,7 @@ def test_copies_a_web_process_sends_after_the_erasure_are_deleted_again_once_it_
     assert sorted(i for t in late for i in t["args"][0]) == sorted([*staged_ids, recent["id"]])
     for task in late:
         eta = datetime.datetime.fromisoformat(task["eta"]).timestamp()
-        assert eta >= now_ms / 1000 + staging.copies_late_seconds() - 1
+        assert eta >= now_ms / 1000 + copies.copies_late_seconds() - 1
     # The copies a web process sent after the erasure had deleted them:
     landed = [*staged_ids, recent["id"]]
     caches["staged"].set_many({copy_key(i): b"{}" for i in landed})

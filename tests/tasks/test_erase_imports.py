@@ -9,7 +9,8 @@ from django.db import transaction
 
 from messages.models import Message
 from tasks import services
-from tasks.erasing import erasure_fence_raise, erasure_job_create, fence_lock_shared
+from tasks.erasing import erasure_job_create
+from tasks.fence import erasure_fence_raise, fence_lock_shared
 from tasks.models import ErasureFence, Job
 from tests.tasks.conftest import assert_rollups_exact, import_job, ndjson, payload, rows, store
 

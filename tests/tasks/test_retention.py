@@ -12,8 +12,9 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from messages import services as message_services
+from messages import staging
 from messages.models import Message
-from messages.services import messages_stage
+from messages.services import WriteRequest, messages_accept
 from messages.validation import MessageInput
 from stats.models import Totals, UserCount
 from stats.selectors import stats_blob_build
@@ -127,8 +128,8 @@ def test_retention_while_drains_store_new_messages_leaves_the_rollups_exact(sett
             i = 0
             while not stop.is_set():
                 inputs = [MessageInput(f"u{(i + k) % users}", f"c{k % 2}", f"S{k % 2}", f"new {i}") for k in range(15)]
-                staged.extend(messages_stage(inputs, lambda batch: {"ids": [p["id"] for p in batch]})["ids"])
-                message_services.messages_drain(slot=0)
+                staged.extend(messages_accept(WriteRequest(inputs)).ids)
+                message_services.messages_drain(staging.shards()[0], slot=0)
                 drained.release()
                 i += 1
         except BaseException as exc:
@@ -152,7 +153,7 @@ def test_retention_while_drains_store_new_messages_leaves_the_rollups_exact(sett
         stop.set()
         drainer.join(timeout=60)
     assert not errors, errors
-    message_services.messages_drain(slot=0)
+    message_services.messages_drain(staging.shards()[0], slot=0)
 
     assert job.result is not None and job.result["messages_deleted"] == old_count
     assert job.progress_done == job.progress_total == old_count

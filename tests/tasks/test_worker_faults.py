@@ -11,7 +11,7 @@ import requests
 
 from messages import staging
 from messages.models import Message
-from messages.services import messages_stage
+from messages.services import WriteRequest, messages_accept
 from messages.validation import MessageInput
 from tasks import selectors, services
 from tasks.models import Job
@@ -91,7 +91,7 @@ def test_an_erasure_whose_worker_is_killed_mid_way_ends_exactly_as_if_it_had_not
             ]
         )
     store([payload("bob", city="c1", state="S1") for _ in range(500)])
-    messages_stage([MessageInput(user, "Nice", "PAC", f"staged {i}") for i in range(5)], lambda staged: {})
+    messages_accept(WriteRequest([MessageInput(user, "Nice", "PAC", f"staged {i}") for i in range(5)]))
     response = api.post("/tasks/erase/", {"username": user}, content_type="application/json")
     job_id = response.json()["id"]
 

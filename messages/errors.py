@@ -1,0 +1,31 @@
+"""The messages app's domain errors: why a write or a status read was refused."""
+
+from messages.clients import Quota
+
+
+class BacklogFull(Exception):
+    def __init__(self, backlog: int) -> None:
+        super().__init__(f"staged backlog is {backlog}")
+        self.backlog = backlog
+
+
+class StagingFull(Exception):
+    """The staging Redis is over its maxmemory and refuses writes (the drains still empty it)."""
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before for a different request."""
+
+
+class QuotaExceeded(Exception):
+    """The client's token bucket holds fewer tokens than the request has messages."""
+
+    def __init__(self, quota: Quota, remaining: int, retry_after: int) -> None:
+        super().__init__(f"{remaining} of {quota.burst} tokens left")
+        self.quota = quota
+        self.remaining = remaining
+        self.retry_after = retry_after
+
+
+class StagingUnavailable(Exception):
+    """The staging Redis cannot be reached (or failed the write): nothing was accepted for sure."""
