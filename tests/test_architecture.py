@@ -140,6 +140,8 @@ REDIS_NAMESPACES = {
     "jobs": "tasks",
     "authfail": "project",
     "readyz": "project",
+    "web": "project",
+    "workers": "project",
 }
 CACHE_ALIASES = {"staged": "messages"}
 
