@@ -105,3 +105,13 @@ def quota_subject(meta: Mapping[str, Any], api_key: str) -> tuple[str, Quota]:
     config = _settings()
     who = api_key_digest(api_key) if cached_settings.MESSY_REQUIRE_WRITE_API_KEY else client_ip(meta)
     return who, config.overrides.get(who, config.default)
+
+
+def client_scope(subject: str, api_key: str) -> str:
+    """The namespace of a client's Idempotency-Keys and own message ids, something only it holds:
+    with write keys required, its key's digest (`subject`, from quota_subject); otherwise its
+    address (`subject`), with the digest of a key it sent, if any (unchecked, so not enough on
+    its own). Another client can then neither claim, read nor suppress what this one sends."""
+    if cached_settings.MESSY_REQUIRE_WRITE_API_KEY or not api_key:
+        return subject
+    return f"{subject}/{api_key_digest(api_key)}"

@@ -12,7 +12,6 @@ from django.db import DatabaseError
 
 from messages import copies, staging
 from messages.errors import StagingUnavailable
-from messages.ids import message_id_ms
 from messages.models import Message
 from project.http import timestamp
 
@@ -22,10 +21,10 @@ logger = logging.getLogger(__name__)
 def _staged(message_id: uuid.UUID) -> bool:
     """Whether the message is staged: its memcached copy, or else (evicted, memcached
     restarted, its TTL passed during a long PostgreSQL outage) its entry in the stream, found
-    from the millisecond in its UUIDv7."""
+    through the marker naming it."""
     text = str(message_id)
     try:
-        return copies.copy_exists(text) or staging.entry_find(text, message_id_ms(message_id))
+        return copies.copy_exists(text) or staging.entry_find(text)
     except redis.RedisError as exc:
         raise StagingUnavailable() from exc
 

@@ -75,7 +75,7 @@ def _accept(
     subject, quota = clients.quota_subject(meta, api_key)
     request = services.WriteRequest(
         inputs,
-        client=clients.api_key_digest(api_key) if api_key else "anon",
+        client=clients.client_scope(subject, api_key),
         idempotency_key=client_key,
         fingerprint=payloads.fingerprint(endpoint, verdicts) if client_key else b"",
         quota_subject=subject,
@@ -95,6 +95,29 @@ def _accept(
         raise ApiError(
             422, "idempotency_key_reused", "This Idempotency-Key was used for a different request."
         ) from None
+    except services.MessageIdConflict as exc:
+        raise ApiError(
+            409,
+            "message_id_conflict",
+            "A message was accepted before under this id with other content; nothing was accepted.",
+            fields={_item_name(endpoint, verdicts, position): [ID_CONFLICT] for position in exc.positions},
+        ) from None
+    except services.BacklogShareFull:
+        raise ApiError(
+            429,
+            "backlog_share_exceeded",
+            "This client's messages already fill its share of the backlog; retry once they are stored.",
+            headers=_retry_after(),
+        ) from None
+    except services.IdempotencyBudgetSpent as exc:
+        raise ApiError(
+            503 if exc.full else 429,
+            "idempotency_full" if exc.full else "idempotency_quota_exceeded",
+            "No more Idempotency-Keys (or own message ids) can be remembered "
+            + ("now" if exc.full else "for this client")
+            + "; retry later, or send without them.",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
     except services.BacklogFull:
         raise ApiError(
             503, "backlog_full", "Too many messages are waiting; retry later.", headers=_retry_after()
@@ -113,6 +136,18 @@ def _accepted(accepted: services.Accepted, quota: clients.Quota | None, body: di
     if accepted.quota_remaining is None or quota is None:
         return Answer(ACCEPTED, body)
     return Answer(ACCEPTED, body, _rate_limit(quota, accepted.quota_remaining, accepted.quota_reset or 0))
+
+
+ID_CONFLICT = "A message with this id was accepted before with other content."
+
+
+def _item_name(endpoint: str, verdicts: list[MessageInput | None], position: int) -> str:
+    """The field an accepted message's error is reported under: "id" for a single write, "<index>"
+    (its place in the batch, rejected items counted) for a batch."""
+    if endpoint == "write":
+        return "id"
+    accepted = [index for index, verdict in enumerate(verdicts) if verdict is not None]
+    return str(accepted[position])
 
 
 def _retry_after() -> dict[str, str]:

@@ -50,17 +50,27 @@ def _unavailable(exc: BaseException) -> str:
 # --- readiness -------------------------------------------------------------------------------
 
 
+def _staging_write() -> None:
+    """PING and a SET with a short expiry in one round trip, bounded by REDIS_TIMEOUT; raises
+    what stops the staging Redis taking a write. The SET is what a full or read-only Redis
+    refuses; PING alone would still answer."""
+    pipe = redis_client().pipeline(transaction=False)
+    if not settings.MESSY_REDIS_CLUSTER:  # a cluster routes by key: PING has none
+        pipe.ping()
+    pipe.set(key("readyz"), b"1", ex=READINESS_KEY_TTL)
+    pipe.execute()
+
+
 def readiness() -> dict[str, str]:
-    """{"redis": "ok"}, or why the staging Redis cannot take a write: unreachable or slow
-    (ConnectionError, TimeoutError), full under noeviction (OutOfMemoryError), a read-only
-    replica (ReadOnlyError). PING and a SET with a short expiry in one round trip, bounded by
-    REDIS_TIMEOUT. The SET is what a full Redis refuses; PING alone would still answer."""
+    """{"redis": "ok"}, or why this host cannot serve writes: the staging Redis unreachable or
+    slow (ConnectionError, TimeoutError), or a read-only replica (ReadOnlyError). A Redis that is
+    full (OutOfMemoryError) is ready: it answers, every web host would get the same refusal
+    (503 staging_full, with Retry-After), and taking them all out of rotation would turn it into
+    an outage of every endpoint; /status reports it."""
     try:
-        pipe = redis_client().pipeline(transaction=False)
-        if not settings.MESSY_REDIS_CLUSTER:  # a cluster routes by key: PING has none
-            pipe.ping()
-        pipe.set(key("readyz"), b"1", ex=READINESS_KEY_TTL)
-        pipe.execute()
+        _staging_write()
+    except redis.exceptions.OutOfMemoryError:
+        pass
     except Exception as exc:
         logger.warning("not ready: the staging Redis cannot take a write (%s)", type(exc).__name__)
         return {"redis": _unavailable(exc)}
@@ -139,10 +149,12 @@ def _postgres() -> dict[str, Any]:
 
 
 def _staging_redis() -> dict[str, Any]:
-    """Readiness's check, and what would make the stream lose messages (project.redis)."""
-    state = readiness()["redis"]
-    if state != "ok":
-        raise Unavailable(state, {})
+    """Readiness's check, a full Redis included, and what would make the stream lose messages
+    (project.redis)."""
+    try:
+        _staging_write()
+    except Exception as exc:
+        raise Unavailable(_unavailable(exc), {}) from None
     # Available either way; an alert on a non-empty list catches a Redis restarted without
     # its configuration.
     return {"durability_problems": redis_durability_problems(redis_client())}

@@ -168,7 +168,16 @@ MESSY_BACKLOG_MAX = env_int("MESSY_BACKLOG_MAX", 1_000_000)
 # under the staging Redis's maxmemory, so writes get 503 backlog_full before Redis is full.
 MESSY_BACKLOG_MAX_BYTES = env_int("MESSY_BACKLOG_MAX_BYTES", 256 * 1024 * 1024)
 MESSY_RETRY_AFTER_SECONDS = env_int("MESSY_RETRY_AFTER_SECONDS", 5)
-MESSY_IDEMPOTENCY_TTL = env_int("MESSY_IDEMPOTENCY_TTL", 24 * 3600)
+# Idempotency-Key records (and the records of messages sent with the client's own id) live this
+# long, and cost Redis memory: new ones are refused past a budget per client and in total (in
+# estimated bytes; at most twice a budget is alive), never plain writes. Keep the total and
+# MESSY_BACKLOG_MAX_BYTES together well under the staging Redis's maxmemory (docs/fairness.md).
+MESSY_IDEMPOTENCY_TTL = env_int("MESSY_IDEMPOTENCY_TTL", 3600)
+MESSY_IDEMPOTENCY_CLIENT_BYTES = env_int("MESSY_IDEMPOTENCY_CLIENT_BYTES", 4 * 1024 * 1024)
+MESSY_IDEMPOTENCY_MAX_BYTES = env_int("MESSY_IDEMPOTENCY_MAX_BYTES", 128 * 1024 * 1024)
+# The part of the backlog (MESSY_BACKLOG_MAX and MESSY_BACKLOG_MAX_BYTES) one client (write API
+# key, or address when keys are off) may hold: past it its writes get 429, others' still pass.
+MESSY_BACKLOG_CLIENT_SHARE = env_float("MESSY_BACKLOG_CLIENT_SHARE", 0.1)
 # How far apart web hosts' clocks may be: a status read looks for a staged message this far
 # past its id's time in the stream.
 MESSY_CLOCK_SKEW_MS = env_int("MESSY_CLOCK_SKEW_MS", 5000)

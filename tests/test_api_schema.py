@@ -200,6 +200,18 @@ def idempotency_reused(send: Callable[[Client, dict[str, Any]], Response]) -> Ca
     return run
 
 
+def id_conflict(send: Callable[[Client, dict[str, Any]], Response]) -> Callable[[Ctx], Response]:
+    """A message sent with the client's own id, then that id again with other content."""
+
+    def run(ctx: Ctx) -> Response:
+        client = ctx.write_client()
+        own = {**GOOD, "id": "0192d6c0-1a2b-7c3d-8e4f-0123456789ab"}
+        assert send(client, own).status_code == 202
+        return send(client, {**own, "message": "another"})
+
+    return run
+
+
 def backlog_full(request: Callable[[Ctx], Response]) -> Callable[[Ctx], Response]:
     def run(ctx: Ctx) -> Response:
         ctx.settings.MESSY_BACKLOG_MAX = 0
@@ -304,6 +316,7 @@ CASES = [
     ),
     case(W, "post", 413, lambda ctx: post_json(ctx.write_client(), W, {**GOOD, "pad": "x" * 40_000})),
     case(W, "post", 415, lambda ctx: ctx.write_client().post(W, data="hello", content_type="text/plain")),
+    case(W, "post", 409, id_conflict(lambda client, body: post_json(client, W, body))),
     case(W, "post", 422, idempotency_reused(lambda client, body: post_json(client, W, body))),
     case(W, "post", 429, over_quota(lambda ctx: post_json(ctx.write_client(), W, GOOD))),
     case(W, "post", 503, backlog_full(lambda ctx: post_json(ctx.write_client(), W, GOOD)), "backlog_full"),
@@ -313,6 +326,7 @@ CASES = [
     case(W, "get", 400, write_get({"username": "ada"})),
     case(W, "get", 401, _with_api_keys(write_get(GOOD))),
     case(W, "get", 403, _with_api_keys(write_get(GOOD, **{"X-API-Key": "wrong"}))),
+    case(W, "get", 409, id_conflict(lambda client, body: client.get(W, body))),
     case(W, "get", 422, idempotency_reused(lambda client, body: client.get(W, body))),
     case(W, "get", 429, over_quota(write_get(GOOD))),
     case(W, "get", 503, backlog_full(write_get(GOOD))),
@@ -332,6 +346,7 @@ CASES = [
     ),
     case(B, "post", 413, lambda ctx: post_json(ctx.write_client(), B, [GOOD] * 1001), "too_many_items"),
     case(B, "post", 415, lambda ctx: ctx.write_client().post(B, data="x", content_type="text/csv")),
+    case(B, "post", 409, id_conflict(lambda client, body: post_json(client, B, [body]))),
     case(B, "post", 422, idempotency_reused(lambda client, body: post_json(client, B, [body]))),
     case(B, "post", 429, over_quota(lambda ctx: post_json(ctx.write_client(), B, [GOOD]))),
     case(B, "post", 503, redis_down(lambda ctx: post_json(ctx.write_client(), B, [GOOD]))),

@@ -4,7 +4,16 @@ drain, erase (and retention), dead_letters.
 # Documented in docs/staging.md
 """
 
-from messages.errors import BacklogFull, IdempotencyConflict, QuotaExceeded, StagingFull, StagingUnavailable
+from messages.errors import (
+    BacklogFull,
+    BacklogShareFull,
+    IdempotencyBudgetSpent,
+    IdempotencyConflict,
+    MessageIdConflict,
+    QuotaExceeded,
+    StagingFull,
+    StagingUnavailable,
+)
 from messages.services.accept import Accepted, WriteRequest, messages_accept, messages_rejected_count
 from messages.services.dead_letters import dead_letters_purge, dead_letters_replay
 from messages.services.drain import (
@@ -28,8 +37,11 @@ from messages.services.persist import messages_persist
 __all__ = [
     "Accepted",
     "BacklogFull",
+    "BacklogShareFull",
     "DrainReport",
+    "IdempotencyBudgetSpent",
     "IdempotencyConflict",
+    "MessageIdConflict",
     "QuotaExceeded",
     "StagingFull",
     "StagingUnavailable",

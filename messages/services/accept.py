@@ -3,6 +3,7 @@
 # Documented in docs/staging.md ("Accept").
 """
 
+import hashlib
 import logging
 import math
 import os
@@ -14,7 +15,16 @@ import redis
 
 from messages import copies, staging
 from messages.clients import Quota
-from messages.errors import BacklogFull, IdempotencyConflict, QuotaExceeded, StagingFull, StagingUnavailable
+from messages.errors import (
+    BacklogFull,
+    BacklogShareFull,
+    IdempotencyBudgetSpent,
+    IdempotencyConflict,
+    MessageIdConflict,
+    QuotaExceeded,
+    StagingFull,
+    StagingUnavailable,
+)
 from messages.ids import client_message_id, message_id_from
 from messages.services.drain import drain_schedule
 from messages.staged import staged_payload
@@ -29,7 +39,7 @@ class WriteRequest:
     """A write, parsed once (messages.views): what messages_accept needs to accept it."""
 
     inputs: list[MessageInput]  # the valid messages, in the request's order
-    client: str = "anon"  # scope of ids and Idempotency-Keys: the write API key's digest, or "anon"
+    client: str = ""  # scope of ids and Idempotency-Keys (messages.clients.client_scope)
     idempotency_key: str = ""
     fingerprint: bytes = b""  # payloads.fingerprint(): what "the same request" means
     quota_subject: str = ""
@@ -51,11 +61,16 @@ def messages_accept(request: WriteRequest) -> Accepted:
     """Stage a write's messages in one atomic Redis step (docs/staging.md, "Accept").
 
     A message with the client's own id is stored under an id derived from both (so sent twice,
-    stored once). With an Idempotency-Key, the record of the request is staged in that same
-    step; a retry with the same fingerprint is answered from it, with nothing staged again.
+    stored once; sent again with other content while its record lives, refused). With an
+    Idempotency-Key, the record of the request is staged in that same step; a retry with the
+    same fingerprint is answered from it, with nothing staged again. Each message counts in the
+    client's quota and share of the backlog (docs/fairness.md).
 
-    Raises QuotaExceeded, BacklogFull, StagingFull (Redis over maxmemory), IdempotencyConflict
-    (the key was used for another request) or StagingUnavailable (Redis unreachable).
+    Raises QuotaExceeded, BacklogShareFull (the client holds its share of the backlog),
+    BacklogFull, StagingFull (Redis over maxmemory), IdempotencyConflict (the key was used for
+    another request), MessageIdConflict (an own id was used for other content),
+    IdempotencyBudgetSpent (a new record is over budget) or StagingUnavailable (Redis
+    unreachable).
     """
     inputs, client, quota = request.inputs, request.client, request.quota
     rate = quota.rate if quota is not None else 0
@@ -89,6 +104,8 @@ def messages_accept(request: WriteRequest) -> Accepted:
             quota_subject=request.quota_subject,
             quota_rate=rate,
             quota_burst=quota.burst if quota is not None else 0,
+            message_ids=[p["id"] for p in staged],
+            client_ids=[b"" if item.client_id is None else _content_digest(item) for item in inputs],
         )
     except redis.exceptions.OutOfMemoryError:
         raise StagingFull() from None
@@ -107,6 +124,12 @@ def messages_accept(request: WriteRequest) -> Accepted:
         raise BacklogFull(outcome.backlog)
     if outcome.result == "oom":
         raise StagingFull()
+    if outcome.result == "share":
+        raise BacklogShareFull()
+    if outcome.result == "conflict":
+        raise MessageIdConflict(outcome.conflicts)
+    if outcome.result in ("idem_client", "idem_full"):
+        raise IdempotencyBudgetSpent(outcome.result == "idem_full", outcome.reset or 1)
     ids = [payload["id"] for payload in staged]
     copies.copies_store(ids)
     if outcome.drain_needed:
@@ -115,6 +138,12 @@ def messages_accept(request: WriteRequest) -> Accepted:
         except redis.RedisError as exc:  # the slot's release, after the broker refused the task
             raise StagingUnavailable() from exc
     return Accepted(ids, False, outcome.remaining, outcome.reset)
+
+
+def _content_digest(item: MessageInput) -> bytes:
+    """What "the same message" means for a resend under the client's own id: its fields."""
+    fields = (item.username, item.city, item.state, item.message, item.sent_at)
+    return hashlib.sha256(orjson.dumps(fields)).digest()[:16]
 
 
 def messages_rejected_count(count: int) -> None:

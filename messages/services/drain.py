@@ -161,7 +161,14 @@ def messages_drain(shard: staging.Shard, slot: int) -> DrainReport:
                 acked.result()  # the previous batch's, long done: raise what it raised
             lag_ms = max(0, int(time.time() * 1000) - batch.oldest_ms) if batch.oldest_ms else 0
             # Committed: acknowledged on the helper thread, after the read ahead it queued.
-            acked = redis_side.submit(staging.batch_ack, shard, [entry.entry_id for entry in handled], stored, lag_ms)
+            acked = redis_side.submit(
+                staging.batch_ack,
+                shard,
+                [entry.entry_id for entry in handled],
+                stored,
+                lag_ms,
+                [payload["id"] for _, payload in batch.parsed],
+            )
             report.batches += 1
             report.entries += len(batch.entries)
             report.stored += stored

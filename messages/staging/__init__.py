@@ -17,7 +17,7 @@ from messages.staging.dead_letters import (
 )
 from messages.staging.erasure import SCAN_COUNT, pending_among, stream_user_delete
 from messages.staging.figures import DRAIN_BATCH_BUCKETS, batch_size_bucket, metrics_incr, metrics_snapshot
-from messages.staging.find import FIND_PAGE, entry_find
+from messages.staging.find import entry_find
 from messages.staging.idempotency import (
     IdempotencyRecord,
     idempotency_key,
@@ -26,8 +26,10 @@ from messages.staging.idempotency import (
 )
 from messages.staging.script import StageOutcome, stage
 from messages.staging.shards import (
+    MARKER_TTL,
     Shard,
     dead_letter_key,
+    marker_key,
     quota_key,
     shard_of,
     shard_tag,
@@ -64,7 +66,7 @@ from project.redis import redis_client
 __all__ = [
     "CONSUMER_GROUP",
     "DRAIN_BATCH_BUCKETS",
-    "FIND_PAGE",
+    "MARKER_TTL",
     "SCAN_COUNT",
     "WORKER_HEARTBEAT_SECONDS",
     "WORKER_HEARTBEAT_TTL_MS",
@@ -96,6 +98,7 @@ __all__ = [
     "idempotency_key",
     "idempotency_record_decode",
     "idempotency_record_encode",
+    "marker_key",
     "metrics_incr",
     "metrics_snapshot",
     "pending_among",

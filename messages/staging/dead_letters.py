@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import redis
 
+from messages.staged import username_and_id
 from messages.staging.refusals import best_effort_failed, metrics_results_check
-from messages.staging.shards import Shard, dead_letter_key
+from messages.staging.shards import MARKER_TTL, Shard, dead_letter_key, marker_key
 from messages.staging.stream import CONSUMER_GROUP, StagedEntry, stream_id
 from project.redis import redis_client
 
@@ -54,7 +55,10 @@ def dead_letter_restage(shard: Shard, letter: DeadLetter) -> None:
     delete it from the dead letters. If the process dies in between it is in both; replaying
     it again stores it once (the insert is idempotent on the message id)."""
     client = redis_client()
-    client.xadd(shard.stream, {"m": letter.payload})
+    entry_id = client.xadd(shard.stream, {"m": letter.payload})
+    message_id = username_and_id(letter.payload)[1]
+    if message_id:  # its status marker, as the stage script writes one
+        client.set(marker_key(shard, message_id), entry_id, ex=MARKER_TTL)
     client.xdel(dead_letter_key(), letter.entry_id)
 
 

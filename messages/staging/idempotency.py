@@ -8,11 +8,11 @@ from messages.staging.shards import Shard
 from project.redis import key
 
 
-def idempotency_key(shard: Shard, key_digest: str, client_key: str) -> str:
-    """The record of an Idempotency-Key, scoped to the client: its write API key's digest
-    (messages.clients.api_key_digest; never the key itself), or "anon"; in the shard of the
-    request it guards."""
-    return key(shard.tag, "idem", key_digest, client_key)
+def idempotency_key(shard: Shard, scope: str, client_key: str) -> str:
+    """The record of an Idempotency-Key, scoped to the client (messages.clients.client_scope: its
+    write API key's digest, never the key itself, or its address); in the shard of the request
+    it guards."""
+    return key(shard.tag, "idem", scope, client_key)
 
 
 # An idempotency record holds only what a replay needs: a format byte, the request's

@@ -100,3 +100,13 @@ def each_shard(command: Callable[[Any, Shard], Any]) -> list[Any]:
     for shard in shards():
         command(pipe, shard)
     return list(pipe.execute())
+
+
+# How long a marker outlives a drain that never deleted it (a crash, an erasure, a dead letter).
+MARKER_TTL = 7 * 24 * 3600
+
+
+def marker_key(shard: Shard, message_id: str) -> str:
+    """The marker naming a staged message's entry in its shard's stream (the stage script writes
+    it, the drain deletes it with the entry): what a status read looks up."""
+    return key(shard.tag, "at", message_id)

@@ -13,7 +13,7 @@ from django.conf import settings
 
 from messages.staging.figures import batch_size_bucket
 from messages.staging.refusals import best_effort_failed, metrics_results_check
-from messages.staging.shards import Shard, each_shard, shards
+from messages.staging.shards import Shard, each_shard, marker_key, shards
 from project.redis import redis_client
 
 logger = logging.getLogger(__name__)
@@ -113,8 +113,11 @@ def batch_claim(shard: Shard, consumer: str, count: int) -> list[StagedEntry]:
     return BatchReader(shard, consumer).claim(count)
 
 
-def batch_ack(shard: Shard, entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int) -> None:
-    """Delete and acknowledge stored entries, then count the batch; one round trip.
+def batch_ack(
+    shard: Shard, entry_ids: Sequence[bytes], stored: int, batch_lag_ms: int, message_ids: Sequence[str] = ()
+) -> None:
+    """Delete and acknowledge stored entries, then their status markers (of `message_ids`) and
+    count the batch; one round trip.
 
     Not a MULTI transaction: Redis over maxmemory refuses every MULTI, but still allows XDEL
     and XACK, and the drains must go on emptying a full stream. Both are idempotent. XDEL goes
@@ -129,6 +132,10 @@ def batch_ack(shard: Shard, entry_ids: Sequence[bytes], stored: int, batch_lag_m
     pipe = redis_client().pipeline(transaction=False)
     pipe.xdel(stream, *entry_ids)
     pipe.xack(stream, CONSUMER_GROUP, *entry_ids)
+    if message_ids:
+        # A marker left behind (this round trip lost) expires, and a status read checks the
+        # entry it names anyway.
+        pipe.delete(*[marker_key(shard, message_id) for message_id in message_ids])
     pipe.hincrby(metrics, "drain_batches", 1)
     pipe.hincrby(metrics, "drain_entries", len(entry_ids))
     pipe.hincrby(metrics, "stored", stored)

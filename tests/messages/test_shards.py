@@ -142,7 +142,7 @@ def test_an_idempotency_key_is_kept_in_its_shard_and_replayed_from_it(three_shar
     assert first.status_code == again.status_code == 202
     assert again.json() == {**first.json(), "replayed": True}
     assert shard_lengths() == [0, 0, 1]
-    assert staging.redis_client().exists(staging.idempotency_key(staging.shards()[2], "anon", "order-7"))
+    assert staging.redis_client().exists(staging.idempotency_key(staging.shards()[2], address, "order-7"))
 
 
 def test_the_quota_is_exact_with_several_shards(three_shards, settings):
