@@ -5,11 +5,14 @@
 - A response goes out in one send where gunicorn makes two (ResponseSocket).
 - Its heartbeat to the arbiter is a file's utime() at most every HEARTBEAT_SECONDS, not twice
   per request, and an accepted connection is not made close-on-exec a second time.
+- A connection with nothing left unread is closed at once, without gunicorn 26's linger
+  (ResponseSocket.shutdown).
 
 On this machine's virtual CPUs a system call, and above all a wake-up of another process, costs
 as much as a good part of a small view's Python (README "Benchmarks").
 """
 
+import socket
 import time
 from typing import Any
 
@@ -31,12 +34,13 @@ class ResponseSocket:
     send. What is held goes out first on close(), and on any other use of the socket (gunicorn's
     sendfile() takes fileno(), a 100-continue is a send()), after which nothing more is held."""
 
-    __slots__ = ("_held", "_socket", "recv", "recv_into")
+    __slots__ = ("_closed", "_held", "_socket", "recv", "recv_into")
 
     def __init__(self, client: Any) -> None:
         self._socket = client
         # None until the first sendall(), which is held here; b"" once nothing more is held.
         self._held: bytes | None = None
+        self._closed = False  # by shutdown(), which found nothing to linger for
         self.recv = client.recv  # the request parser's reads, straight through
         self.recv_into = client.recv_into
 
@@ -55,6 +59,33 @@ class ResponseSocket:
         if held:
             self._socket.sendall(held)
 
+    def shutdown(self, how: int) -> None:
+        # gunicorn >= 26 ends a connection with util.close_graceful(): shutdown(SHUT_WR), then
+        # recv() until the peer closes (up to 2 s), so that request bytes left unread do not make
+        # the close a reset that cuts the response short. With none left (the front door sends a
+        # whole request, the parser has read it) that is only a wait for the peer: close now, as
+        # gunicorn 23 did, and the settimeout() and recv() that follow see the end at once.
+        self._release()
+        if how == socket.SHUT_WR and not self._closed and not self._unread():
+            self._socket.close()
+            self._closed = True
+            self.recv = _end_of_stream
+            return
+        self._socket.shutdown(how)
+
+    def settimeout(self, timeout: float | None) -> None:
+        if not self._closed:
+            self._socket.settimeout(timeout)
+
+    def _unread(self) -> bool:
+        """Whether request bytes wait unread (or cannot be told), without blocking."""
+        try:
+            return bool(self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # gunicorn's own shutdown() then meets the error
+
     def close(self) -> None:
         try:
             self._release()
@@ -64,6 +95,10 @@ class ResponseSocket:
     def __getattr__(self, name: str) -> Any:
         self._release()
         return getattr(self._socket, name)
+
+
+def _end_of_stream(*_args: Any) -> bytes:
+    return b""
 
 
 class SyncWorker(sync.SyncWorker):
