@@ -122,7 +122,9 @@ def syscalls_per_request(label: str, pgid: int, url: str, body: str, requests: i
     calls = {fields[-1]: int(fields[3]) / requests for fields in rows if fields[-1] != "total"}
     waits = {fields[-1]: float(fields[1]) * 1e6 / requests for fields in rows if fields[-1] != "total"}
     detail = ", ".join(f"{name} {count:.2f}" for name, count in sorted(calls.items()))
-    slowest = ", ".join(f"{name} {waits[name]:,.0f}" for name in sorted(waits, key=waits.get, reverse=True)[:3])
+    slowest = ", ".join(
+        f"{name} {waits[name]:,.0f}" for name in sorted(waits, key=lambda name: waits[name], reverse=True)[:3]
+    )
     print(f"{label:<16} {sum(calls.values()):5.1f} system calls per request: {detail}", flush=True)
     print(f"{'':<16} µs per request inside the slowest: {slowest}", flush=True)
 

@@ -22,6 +22,8 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from project.redis import redis_options
+
 logger = logging.getLogger(__name__)
 
 # Only our own collectors (no process or platform ones): the numbers are shared by every
@@ -75,8 +77,7 @@ def _broker_client() -> redis.Redis:
     if client is None:
         client = _broker_clients[client_key] = redis.Redis.from_url(
             settings.CELERY_BROKER_URL,
-            socket_timeout=settings.REDIS_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_TIMEOUT,
+            **redis_options(),
         )
     return client
 
