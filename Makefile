@@ -21,9 +21,12 @@ TEST_PACKAGES := chromium pgbouncer prometheus
 # direct dependencies; `make lock` resolves them (pip-tools) into requirements.lock and
 # requirements-dev.lock, every transitive dependency pinned with its hashes, and installs
 # read only the locks. Change a pin, run make lock, commit all four files.
+# psycopg2 is built from source (--no-binary: never a wheel with a libpq of its own), with what
+# scripts/build-deps.sh installs.
 $(VENV)/.installed: requirements.lock requirements-dev.lock
+	./scripts/build-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/pip install -q --require-hashes --no-binary psycopg2 -r requirements-dev.lock
 	touch $@
 
 install: $(VENV)/.installed

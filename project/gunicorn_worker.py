@@ -3,9 +3,13 @@ the sends its process holds (project.deferred) once they are due; a response goe
 send where gunicorn makes two (ResponseSocket); its heartbeat is a utime() at most every
 HEARTBEAT_SECONDS, and an accepted connection is not made close-on-exec a second time.
 
+A connection with nothing left unread is closed at once, without gunicorn 26's linger
+(ResponseSocket.shutdown).
+
 # Documented in docs/fast-path.md ("The web server's worker class").
 """
 
+import socket
 import time
 from typing import Any
 
@@ -33,12 +37,13 @@ class ResponseSocket:
     send. What is held goes out first on close(), and on any other use of the socket (gunicorn's
     sendfile() takes fileno(), a 100-continue is a send()), after which nothing more is held."""
 
-    __slots__ = ("_held", "_socket", "recv", "recv_into")
+    __slots__ = ("_closed", "_held", "_socket", "recv", "recv_into")
 
     def __init__(self, client: Any) -> None:
         self._socket = client
         # None until the first sendall(), which is held here; b"" once nothing more is held.
         self._held: bytes | None = None
+        self._closed = False  # by shutdown(), which found nothing to linger for
         self.recv = client.recv  # the request parser's reads, straight through
         self.recv_into = client.recv_into
 
@@ -57,6 +62,33 @@ class ResponseSocket:
         if held:
             self._socket.sendall(held)
 
+    def shutdown(self, how: int) -> None:
+        # gunicorn >= 26 ends a connection with util.close_graceful(): shutdown(SHUT_WR), then
+        # recv() until the peer closes (up to 2 s), so that request bytes left unread do not make
+        # the close a reset that cuts the response short. With none left (the front door sends a
+        # whole request, the parser has read it) that is only a wait for the peer: close now, as
+        # gunicorn 23 did, and the settimeout() and recv() that follow see the end at once.
+        self._release()
+        if how == socket.SHUT_WR and not self._closed and not self._unread():
+            self._socket.close()
+            self._closed = True
+            self.recv = _end_of_stream
+            return
+        self._socket.shutdown(how)
+
+    def settimeout(self, timeout: float | None) -> None:
+        if not self._closed:
+            self._socket.settimeout(timeout)
+
+    def _unread(self) -> bool:
+        """Whether request bytes wait unread (or cannot be told), without blocking."""
+        try:
+            return bool(self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # gunicorn's own shutdown() then meets the error
+
     def close(self) -> None:
         try:
             self._release()
@@ -66,6 +98,10 @@ class ResponseSocket:
     def __getattr__(self, name: str) -> Any:
         self._release()
         return getattr(self._socket, name)
+
+
+def _end_of_stream(*_args: Any) -> bytes:
+    return b""
 
 
 class SyncWorker(sync.SyncWorker):

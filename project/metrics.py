@@ -22,7 +22,7 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from project.redis import redis_client
+from project.redis import redis_client, redis_options
 from project.request_metrics import RequestsCollector
 from project.workers import workers_live
 
@@ -79,8 +79,7 @@ def _broker_client() -> redis.Redis:
     if client is None:
         client = _broker_clients[client_key] = redis.Redis.from_url(
             settings.CELERY_BROKER_URL,
-            socket_timeout=settings.REDIS_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_TIMEOUT,
+            **redis_options(),
         )
     return client
 

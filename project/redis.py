@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.retry import Retry
 
 from project.conf import cached_settings
 from project.sockets import socket_timeouts_in_kernel
@@ -74,18 +76,30 @@ _KERNEL_TIMEOUT_CONNECTIONS: dict[str, type[redis.connection.AbstractConnection]
 }
 
 
+def redis_options(cluster: bool = False) -> dict[str, Any]:
+    """Protocol, timeouts and retries of every client Messy builds, chosen here: redis-py's
+    defaults move between major releases (docs/dependencies.md)."""
+    return {
+        # RESP2: the reply shapes the code parses (redis-py 8 defaults to RESP3, which turns the
+        # replies of XREADGROUP, XAUTOCLAIM, HGETALL and INFO into other types).
+        "protocol": 2,
+        "socket_timeout": settings.REDIS_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_TIMEOUT,
+        # No retry inside redis-py, as under redis-py 6 (whose from_url clients had none): a
+        # request answers 503 and its client retries, a task runs again. redis-py 8 would retry
+        # 10 times, each up to REDIS_TIMEOUT, past WEB_TIMEOUT. A cluster keeps redis-py 6's 3
+        # retries with their backoff, which span a failover's replica promotion.
+        "retry": Retry(ExponentialWithJitterBackoff(base=1, cap=10), 3) if cluster else Retry(NoBackoff(), 0),
+    }
+
+
 def redis_client() -> redis.Redis:
     """This process's client. With MESSY_REDIS_CLUSTER it is a RedisCluster, typed as a Redis:
     it has the same commands, routed by key (each call here names keys of one slot)."""
     global _client
     client = _client
     if client is None:
-        options: dict[str, Any] = {
-            "socket_timeout": settings.REDIS_TIMEOUT,
-            "socket_connect_timeout": settings.REDIS_TIMEOUT,
-            "health_check_interval": 30,
-            "decode_responses": False,
-        }
+        options = redis_options(settings.MESSY_REDIS_CLUSTER) | {"health_check_interval": 30, "decode_responses": False}
         if settings.MESSY_REDIS_CLUSTER:
             # No single connection: a cluster client holds a pool per node.
             client = cast(redis.Redis, RedisCluster.from_url(settings.REDIS_URL, **options))
@@ -262,7 +276,7 @@ def redis_durability_warn() -> list[str]:
     try:
         # A cluster client connects at once, to learn the slots: inside the try.
         client = (RedisCluster if settings.MESSY_REDIS_CLUSTER else redis.Redis).from_url(
-            settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT, socket_connect_timeout=settings.REDIS_TIMEOUT
+            settings.REDIS_URL, **redis_options(settings.MESSY_REDIS_CLUSTER)
         )
         problems = redis_durability_problems(cast(redis.Redis, client))
     except Exception as exc:

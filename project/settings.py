@@ -314,8 +314,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # How long an unacknowledged task waits before the broker hands it out again. Our own
     # recovery (drain slots, job heartbeats) is faster; this is the last resort.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    # kombu builds the broker's connections itself and passes redis-py only the options it
+    # knows, which name no protocol: they speak redis-py 8's default, RESP3 (kombu 5.7 reads it),
+    # and retry nothing inside redis-py; Celery reconnects (CELERY_BROKER_CONNECTION_RETRY_*).
     "socket_timeout": REDIS_TIMEOUT,
     "socket_connect_timeout": REDIS_TIMEOUT,
+    "retry_on_timeout": False,  # a timed-out BRPOP or publish is not sent twice
 }
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 # Three queues so that long jobs never starve ingestion: runworker.sh gives "jobs" its own

@@ -12,4 +12,5 @@ export MESSY_TEST_REDIS_BROKER="${MESSY_BENCH_REDIS_BROKER:-redis://127.0.0.1:63
 # Room for everything the benchmark stages with no worker running (the web tier is measured alone).
 export REDIS_MAXMEMORY="${REDIS_MAXMEMORY:-4gb}"
 redis_pair_start "$MESSY_ROOT/var/redis-bench" "$MESSY_TEST_REDIS_STAGING" "$MESSY_TEST_REDIS_BROKER"
-python -m bench "$@"
+# BENCH_MODULE=bench.gunicorn_versions: only the gunicorn releases bisect (docs/dependencies.md).
+python -m "${BENCH_MODULE:-bench}" "$@"

@@ -1,15 +1,18 @@
 """project.gunicorn_worker: runserver.sh's worker answers a request with one send where gunicorn
 makes two, in the right order whatever the response (a body, none, a file, a 100-continue), and
-refreshes its heartbeat at most once a HEARTBEAT_SECONDS. Driven through gunicorn's own request
+refreshes its heartbeat at most once a HEARTBEAT_SECONDS, and closes a connection without
+waiting for the peer when nothing is left unread. Driven through gunicorn's own request
 handling (SyncWorker.handle) over a real socket pair; the tests through runserver.sh (tests/system)
 cover the same worker under a real arbiter."""
 
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import gunicorn
 import pytest
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
@@ -44,14 +47,16 @@ def worker_for(app: WsgiApp, timeout: float = 15) -> SyncWorker:
     return worker
 
 
-def exchange(app: WsgiApp, request: bytes) -> tuple[list[bytes], bytes]:
+def exchange(app: WsgiApp, request: bytes, then_end: bool = False) -> tuple[list[bytes], bytes]:
     """One request through the worker's handle(): what gunicorn's sendall() calls were, and what
-    the client read up to the end of the connection."""
+    the client read up to the end of the connection. then_end: the client sends nothing more."""
     server, client = socket.socketpair()
     listener, _ = socket.socketpair()
     recorded = RecordedSocket(server)
     try:
         client.sendall(request)
+        if then_end:
+            client.shutdown(socket.SHUT_WR)
         worker_for(app).handle(listener, recorded, ("127.0.0.1", 40000))
         received = b""
         while chunk := client.recv(65536):
@@ -143,6 +148,64 @@ def test_what_is_held_goes_out_before_any_other_use_of_the_socket():
         assert client.recv(100) == b"held "
         response.sendall(b"then straight through")
         assert client.recv(100) == b"then straight through"
+
+
+def test_a_connection_read_to_its_end_is_closed_without_waiting_for_the_peer():
+    # gunicorn >= 26 lingers in util.close_graceful() until the peer closes (up to 2 s); the
+    # client here reads only once handle() has returned, so a linger shows as that wait.
+    started = time.monotonic()
+    _, received = exchange(answering("202 Accepted", [b"{}"]), POST)
+    assert time.monotonic() - started < 1
+    assert received.endswith(b"\r\n\r\n{}")
+
+
+def test_a_connection_with_request_bytes_unread_still_gets_its_whole_response():
+    # The application answers without reading the body: a plain close() with those bytes
+    # unread would be a reset, which may cut the response short. gunicorn's linger reads them.
+    request = b"POST /message/write/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000\r\n\r\n"
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("413 Content Too Large", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+
+    # More than the parser reads before the application runs, less than gunicorn drains (64 KiB);
+    # the client sends no more, so the linger ends at once.
+    _, received = exchange(app, request + b"x" * 30_000, then_end=True)
+    assert received.startswith(b"HTTP/1.1 413 ")
+    assert received.endswith(b"\r\n\r\n{}")
+
+
+def test_after_a_shutdown_with_nothing_unread_the_socket_reads_as_ended():
+    server, client = socket.socketpair()
+    with server, client:
+        response = ResponseSocket(server)
+        response.sendall(b"held")
+        response.shutdown(socket.SHUT_WR)
+        response.settimeout(2.0)
+        assert response.recv(4096) == b""
+        response.close()
+        assert client.recv(100) == b"held"
+        assert client.recv(100) == b""
+
+
+# What the worker overrides or relies on in gunicorn's sync worker, to read again in a new major
+# release's source before moving the pin (docs/dependencies.md says what changed up to 27).
+OVERRIDE_POINTS = (
+    "SyncWorker.init_process/notify/wait/accept/handle/run (gunicorn/workers/sync.py, base.py)",
+    "ResponseSocket: Response.send_headers/write/write_file/close and the 100-continue send"
+    " (gunicorn/http/wsgi.py), SocketUnreader's recv (gunicorn/http/unreader.py)",
+    "ResponseSocket.shutdown/settimeout: util.close_graceful and its callers in sync.py",
+)
+TESTED_MAJOR = 27
+
+
+def test_gunicorn_is_the_major_release_the_worker_was_checked_against():
+    major = int(gunicorn.__version__.split(".")[0])
+    assert major == TESTED_MAJOR, (
+        f"gunicorn {gunicorn.__version__}, the worker was checked against {TESTED_MAJOR}.x: recheck "
+        + "; ".join(OVERRIDE_POINTS)
+        + ", then set TESTED_MAJOR"
+    )
 
 
 def heartbeats(monkeypatch, timeout: float) -> tuple[SyncWorker, StoppedClock, list[float]]:

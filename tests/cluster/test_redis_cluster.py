@@ -96,7 +96,8 @@ class LocalCluster:
         self.wait_ready()
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+        # RESP2, as project.redis speaks it: _slot_map reads CLUSTER SHARDS as flat lists.
+        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2, protocol=2)
 
     def alive(self) -> list[int]:
         return [port for port, process in self.processes.items() if process.popen.poll() is None]
