@@ -16,7 +16,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from project.conf import cached_settings
-from project.http import bearer_token, client_ip
+from project.http import bearer_token, client_ip, client_network
 
 # Hex digits of a key's SHA-256 that name it in Redis keys and in MESSY_QUOTA_OVERRIDES
 # (64 bits: enough to tell keys apart, and the key itself never appears in Redis).
@@ -101,10 +101,15 @@ def api_key_valid(api_key: str) -> bool:
 def quota_subject(meta: Mapping[str, Any], api_key: str) -> tuple[str, Quota]:
     """Who a write is charged to and the quota that applies: the key's digest when write keys
     are required (then `api_key` is a valid one), otherwise the client's address
-    (project.http.client_ip: a client cannot choose it)."""
+    (project.http.client_ip: a client cannot choose it), an IPv6 one by its /64, which one
+    subscriber holds whole. An override may name the network or the address."""
     config = _settings()
-    who = api_key_digest(api_key) if cached_settings.MESSY_REQUIRE_WRITE_API_KEY else client_ip(meta)
-    return who, config.overrides.get(who, config.default)
+    if cached_settings.MESSY_REQUIRE_WRITE_API_KEY:
+        who = api_key_digest(api_key)
+        return who, config.overrides.get(who, config.default)
+    address = client_ip(meta)
+    who = client_network(address)
+    return who, config.overrides.get(who) or config.overrides.get(address, config.default)
 
 
 def client_scope(subject: str, api_key: str) -> str:

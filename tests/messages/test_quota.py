@@ -142,6 +142,14 @@ def test_without_keys_the_bucket_is_the_client_address_forwarded_by_the_front_do
     assert redis_client().exists(staging.quota_key("198.51.100.9"))
 
 
+def test_without_keys_ipv6_clients_are_charged_by_their_64(quota, write_client):
+    quota(rate=0.01, burst=1)
+    # A client holding a /64 could otherwise take a fresh address, and a fresh bucket, per request.
+    assert write(write_client(), **{"X-Forwarded-For": "2001:db8:1:2::1"}).status_code == 202
+    assert write(write_client(), **{"X-Forwarded-For": "2001:db8:1:2:ffff::9"}).status_code == 429
+    assert write(write_client(), **{"X-Forwarded-For": "2001:db8:1:3::1"}).status_code == 202
+
+
 def test_redis_key_names_hold_api_keys_only_as_digests(settings, write_client):
     settings.MESSY_REQUIRE_WRITE_API_KEY = True
     settings.MESSY_WRITE_API_KEYS = ["plain-secret-key-1234"]
