@@ -29,6 +29,7 @@ from stats.services.rollups import (
     ROLLUPS_REMOVED_TABLE,
     rollups_add,
     rollups_added_table_create,
+    rollups_fold_if_left_pending,
     rollups_removed_table_create,
     rollups_subtract,
 )
@@ -287,7 +288,7 @@ def _duplicate_id(exc: IntegrityError) -> bool:
     )
 
 
-def messages_persist(payloads: Sequence[StagedPayload]) -> int:
+def messages_persist(payloads: Sequence[StagedPayload], *, defer_rollups: bool = False) -> int:
     """Store messages and their rollups in one transaction; return how many were new.
 
     Idempotent on the message id: running it twice with the same payloads stores each
@@ -317,7 +318,7 @@ def messages_persist(payloads: Sequence[StagedPayload]) -> int:
             cursor.execute(_INSERT_NEW)
             inserted, added = cursor.rowcount, ROLLUPS_ADDED_TABLE
         if inserted:
-            rollups_add(cursor, added)
+            rollups_add(cursor, added, defer=defer_rollups)
     return inserted
 
 
@@ -362,7 +363,10 @@ def _batch_store(batch: _Batch, shard: int) -> tuple[int, list[staging.StagedEnt
     """Persist a batch; returns (stored, entries handled: stored, already there, or
     dead-lettered). A batch the database refuses is retried row by row."""
     try:
-        return messages_persist([payload for _, payload in batch.parsed]), [entry for entry, _ in batch.parsed]
+        # A full batch has more behind it: its counts may wait for the next fold (stats.services.rollups).
+        full = len(batch.entries) >= settings.MESSY_DRAIN_BATCH_SIZE
+        payloads = [payload for _, payload in batch.parsed]
+        return messages_persist(payloads, defer_rollups=full), [entry for entry, _ in batch.parsed]
     except (DataError, IntegrityError) as exc:
         # The SQLSTATE and the batch's entry ids only: PostgreSQL's message and DETAIL quote
         # the refused row (its message and username), so neither the error nor a traceback.
@@ -410,6 +414,7 @@ def messages_drain(slot: int, shard: int = 0) -> DrainReport:
             if not batch.entries:
                 if acked is not None:
                     acked.result()
+                rollups_fold_if_left_pending()
                 staging.slot_release(slot, shard)
                 # A write may have staged a message after our last read but before the release
                 # and seen the slot taken; look once more so it is not left for the sweep.

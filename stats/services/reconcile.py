@@ -9,7 +9,7 @@ from stats.selectors import (
     RollupDifference,
     rollups_differences_in_transaction,
 )
-from stats.services.rollups import top_users_rebuild
+from stats.services.rollups import rollups_fold_wait, top_users_rebuild
 
 
 def rollups_fix() -> list[RollupDifference]:
@@ -36,6 +36,8 @@ def _rollups_fix_locked() -> list[RollupDifference]:
         # it: give up instead. Once it is held, the recount takes as long as the scan takes.
         cursor.execute("SET LOCAL lock_timeout = '10s'")
         cursor.execute("LOCK TABLE message IN SHARE MODE")
+        # Then the rollup rows' own lock, and the pending counts into them: what is compared.
+        rollups_fold_wait(cursor)
         cursor.execute("SET LOCAL statement_timeout = 0")
         cursor.execute(RECOUNT_CREATE)
         differences = rollups_differences_in_transaction(cursor)
