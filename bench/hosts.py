@@ -77,6 +77,17 @@ def _sweep() -> None:
     services.messages_sweep()
 
 
+def _reconcile() -> None:
+    """In a child with the cluster's settings: what `manage.py stats_reconcile` checks."""
+    import django
+
+    django.setup()
+    from stats.selectors import rollups_differences
+
+    differences = rollups_differences()
+    print(f"stats_reconcile: {len(differences)} difference(s)", *differences[:5], sep="\n  ", flush=True)
+
+
 def _child(cluster: Cluster, *args: str) -> None:
     subprocess.run(
         [str(VENV_BIN / "python"), "-m", "bench.hosts", *args], cwd=ROOT, env=cluster.env, check=True, timeout=600
@@ -119,6 +130,46 @@ class Run:
         return self.stored / self.seconds
 
 
+CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CGROUP_PERIOD_US = 100_000
+
+
+class CpuCap:
+    """A cgroup per worker host holding its processes to `cores` of CPU (cpu.cfs_quota_us under
+    cgroup v1, cpu.max under v2), so the hosts, not the machine, are the bottleneck; PostgreSQL
+    and Redis stay outside. Children a worker forks later inherit its group."""
+
+    def __init__(self, cores: float) -> None:
+        self.cores = cores
+        self.v1 = (CGROUP_V1 / "cpu.cfs_quota_us").exists()
+        self.root = (CGROUP_V1 if self.v1 else CGROUP_V2) / f"messy-bench-{os.getpid()}"
+        self.root.mkdir(exist_ok=True)
+        if not self.v1:
+            (CGROUP_V2 / "cgroup.subtree_control").write_text("+cpu")
+            (self.root / "cgroup.subtree_control").write_text("+cpu")
+
+    def hold(self, host: Host) -> None:
+        group = self.root / host.name
+        group.mkdir(exist_ok=True)
+        quota = int(self.cores * CGROUP_PERIOD_US)
+        if self.v1:
+            (group / "cpu.cfs_period_us").write_text(str(CGROUP_PERIOD_US))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            (group / "cpu.max").write_text(f"{quota} {CGROUP_PERIOD_US}")
+        for pid in host.pids():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                (group / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        """After every host's processes are gone (a group with processes cannot be removed)."""
+        for group in [*self.root.iterdir(), self.root]:
+            if group.is_dir():
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+
+
 def _machine_cpu_seconds() -> float:
     """CPU time the whole machine has spent busy (every core, every process)."""
     fields = [int(n) for n in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -136,10 +187,13 @@ def cpu_snapshot(hosts: list[Host]) -> dict[str, float]:
 
 
 # The drains' statements in flight, by what their backend waits for: "CPU" when it waits for
-# nothing (running, or ready to run), "Lock" for a row lock another drain holds (the rollup rows
-# that concurrent drains update), "IO", "LWLock" (WAL, buffers), "Client" and so on.
+# nothing (running, or ready to run), "Lock:..." for a lock another transaction holds ("tuple" or
+# "transactionid": a row lock, such as a rollup row that concurrent drains update; "advisory":
+# the rollups' fold lock), "IO", "LWLock" (WAL, buffers), "Client" and so on.
 ACTIVE_BACKENDS = """
-SELECT coalesce(wait_event_type, 'CPU'), count(*) FROM pg_stat_activity
+SELECT CASE WHEN wait_event_type = 'Lock' THEN 'Lock:' || wait_event ELSE coalesce(wait_event_type, 'CPU') END,
+    count(*)
+FROM pg_stat_activity
 WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1
 """
 
@@ -263,9 +317,12 @@ def profile_summary(raws: list[Path], top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def measure(cluster: Cluster, hosts: int, messages: int, concurrency: int, py_spy: str | None = None) -> Run:
+def measure(
+    cluster: Cluster, hosts: int, messages: int, concurrency: int, py_spy: str | None = None, cap: CpuCap | None = None
+) -> Run:
     """One drain of `messages` staged messages by `hosts` worker hosts; with py_spy, each
-    worker host's processes are recorded meanwhile into the run folder."""
+    worker host's processes are recorded meanwhile into the run folder; with cap, each worker
+    host is held to its CPU share."""
     cluster.staging_redis().flushdb()
     redis.Redis.from_url(cluster.env["CELERY_BROKER_URL"]).flushdb()
     connection = cluster.db()
@@ -276,6 +333,9 @@ def measure(cluster: Cluster, hosts: int, messages: int, concurrency: int, py_sp
     for host in workers:
         cluster.start_worker(host, concurrency)
     cluster.wait_workers_ready(workers)
+    if cap:
+        for host in workers:
+            cap.hold(host)
     # Each worker reports its processes every 5 s (Drains follow the workers in the README); a
     # drain started before every new host has reported would start too few helpers.
     time.sleep(WORKERS_SETTLE_SECONDS)
@@ -297,28 +357,51 @@ def measure(cluster: Cluster, hosts: int, messages: int, concurrency: int, py_sp
     connection.close()
     for host in workers:
         cluster.kill_host(host)
+    _child(cluster, "--reconcile")
     return sampler.result(hosts, stored)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--hosts", default="1,2,3", help="numbers of worker hosts, at most 3")
-    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="processes per worker host")
+    parser.add_argument("--hosts", help="numbers of worker hosts (default 1,2,3; 1,2,4,8 with --cpu-share)")
+    parser.add_argument(
+        "--concurrency", type=int, help="processes per worker host (default: cores; 1 with --cpu-share)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="times each count of hosts is measured")
+    parser.add_argument(
+        "--cpu-share",
+        type=float,
+        help="hold each worker host to this many cores (a cgroup each; PostgreSQL and Redis are not held)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy on worker1 during the run with most hosts")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     parser.add_argument("--stage", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sweep", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reconcile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         return _stage(args.stage)
     if args.sweep:
         return _sweep()
+    if args.reconcile:
+        return _reconcile()
 
-    counts = [int(n) for n in args.hosts.split(",")]
+    capped = args.cpu_share is not None
+    counts = [int(n) for n in (args.hosts or ("1,2,4,8" if capped else "1,2,3")).split(",")]
+    args.concurrency = args.concurrency or (1 if capped else os.cpu_count() or 2)
+    cap = CpuCap(args.cpu_share) if capped else None
     run_dir = RESULTS / f"hosts-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     runs: list[Run] = []
+    try:
+        _runs(args, counts, cap, run_dir, runs)
+    finally:
+        if cap:
+            cap.remove()
+    _report(args, counts, cap, run_dir, runs)
+
+
+def _runs(args: argparse.Namespace, counts: list[int], cap: CpuCap | None, run_dir: Path, runs: list[Run]) -> None:
     with cluster_running(run_dir, postgres_fsync=True, web_hosts=0, worker_hosts=max(counts)) as cluster:
         # The drain as deployed: not the system tests' small batches and quick takeovers.
         for name in TEST_TUNING:
@@ -328,14 +411,21 @@ def main() -> None:
         # machine then weighs on every count alike.
         for round_ in range(args.rounds):
             for hosts in counts if round_ % 2 == 0 else counts[::-1]:
-                runs.append(measure(cluster, hosts, args.messages, args.concurrency))
+                runs.append(measure(cluster, hosts, args.messages, args.concurrency, cap=cap))
                 print(f"{hosts} worker host(s): {runs[-1].rate:,.0f} messages/s", flush=True)
         if args.profile:
             # A run of its own: the profiler stops the processes it samples, which slows them.
-            profiled = measure(cluster, max(counts), args.messages, args.concurrency, args.py_spy)
+            args.profiled = measure(cluster, max(counts), args.messages, args.concurrency, args.py_spy, cap)
+        args.drain_settings = drain_settings
+
+
+def _report(args: argparse.Namespace, counts: list[int], cap: CpuCap | None, run_dir: Path, runs: list[Run]) -> None:
+    drain_settings = args.drain_settings
     print()
     print(f"persist rate of {args.messages:,} staged messages, {args.concurrency} processes per worker host,")
     print(f"{os.cpu_count()} cores on this machine; drain settings: {drain_settings or 'defaults'}")
+    if cap:
+        print(f"each worker host held to {cap.cores:g} cores (a cgroup each); PostgreSQL and Redis not held")
     print(
         "| worker hosts | messages/s | vs 1 host (mean) | most / mean drains holding a batch "
         "| CPU in cores, per host | machine busy (outside the cluster) | PostgreSQL statements in flight, by wait |"
@@ -355,12 +445,30 @@ def main() -> None:
             f"{run.most_drains} / {run.mean_drains:.1f} | {cpu} | {machine:.2f} ({outside:.2f}) | {waits} |"
         )
     print("mean of the rounds: " + ", ".join(f"{n} host(s) {rate:,.0f} messages/s" for n, rate in mean.items()))
+    print("drains' statements waiting for a lock / running (mean of the samples), by hosts:")
+    for n in counts:
+        of_n = [run for run in runs if run.hosts == n]
+        locks = statistics.fmean(
+            sum(n for kind, n in run.postgres_waits.items() if kind.startswith("Lock")) for run in of_n
+        )
+        advisory = statistics.fmean(run.postgres_waits.get("Lock:advisory", 0.0) for run in of_n)
+        running = statistics.fmean(run.postgres_waits.get("CPU", 0.0) for run in of_n)
+        tiers = {
+            tier: statistics.fmean(sum(c for name, c in run.cores.items() if name.startswith(tier)) for run in of_n)
+            for tier in ("worker", "postgres", "redis")
+        }
+        cpu = ", ".join(f"{tier} {cores:.2f}" for tier, cores in tiers.items())
+        print(
+            f"  {n} host(s): lock {locks:.2f} (of which the fold lock {advisory:.2f}) / running {running:.2f};"
+            f" CPU in cores: {cpu}"
+        )
     if args.profile:
         print()
         print(f"py-spy on every worker host's processes, {max(counts)} worker hosts, in a run of its own")
-        print(f"({profiled.rate:,.0f} messages/s under the profiler; raw profiles: {run_dir}/py-spy-*.raw):")
+        print(f"({args.profiled.rate:,.0f} messages/s under the profiler; raw profiles: {run_dir}/py-spy-*.raw):")
         print(profile_summary(sorted(run_dir.glob("py-spy-*.raw"))))
     print(f"\nlogs: {run_dir}")
+    print(f"scaling: {max(counts)} hosts / {min(counts)} host = {mean[max(counts)] / one_host:.2f}")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def main(count: int) -> None:
     from django.conf import settings
 
     from messages import ids, services, staging
+    from stats.services.rollups import rollups_fold
 
     payloads = _payloads(count, ids)
     ceiling = copy_ceiling(payloads, settings.MESSY_DRAIN_BATCH_SIZE)
@@ -79,6 +80,7 @@ def main(count: int) -> None:
     stored = 0
     while staging.backlog():
         stored += services.messages_drain(staging.shards()[0], slot=0).stored
+    rollups_fold()  # the counts still pending are part of the work
     elapsed = time.perf_counter() - started
     print(
         json.dumps(

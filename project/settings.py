@@ -255,6 +255,9 @@ STATS_TOP_USERS = env_int("STATS_TOP_USERS", 10)
 # Users kept on the leaderboard the top list is read from; at least STATS_TOP_USERS.
 STATS_TOP_USERS_KEPT = max(env_int("STATS_TOP_USERS_KEPT", 100), STATS_TOP_USERS)
 STATS_TIMELINE_MINUTES = env_int("STATS_TIMELINE_MINUTES", 60)
+# A drain with more behind its batch adds its counts to the rollup rows (a fold, one at a time)
+# at most this often per process; its batches' counts wait as pending rows meanwhile.
+STATS_ROLLUP_FOLD_SECONDS = env_float("STATS_ROLLUP_FOLD_SECONDS", 5.0)
 STATS_STATES_MAX = env_int("STATS_STATES_MAX", 100)
 # Origins whose pages may read the blob from S3 (the dashboard follows /stat/get/ there).
 STATS_CORS_ALLOWED_ORIGINS = env_list("STATS_CORS_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")

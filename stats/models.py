@@ -3,8 +3,11 @@
 Publishing the stats blob reads only these tables (a few hundred rows and two index scans),
 so it costs the same at ten million messages as at ten thousand. A row exists only while its
 count is positive, so "distinct users" is the number of UserCount rows, kept in Totals.
+Drains do not update these rows: each adds a PendingRollup, and one folder at a time adds the
+pending rows into them (stats.services.rollups; docs/scaling.md says why).
 """
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -103,3 +106,30 @@ class Totals(models.Model):
 
     def __str__(self) -> str:
         return f"{self.messages} messages, {self.users} users, {self.cities} cities, {self.states} states"
+
+
+class PendingRollup(models.Model):
+    """One transaction's changes to the rollups, not yet added to them: what a batch stored (or
+    an erasure deleted), counted per state, city, user and minute into parallel arrays (key i
+    counts counts[i], negative for a deletion). Inserted in the transaction that stores or
+    deletes the messages, deleted in the one that adds it to the rollups (the fold): a row is
+    counted exactly once, and drains that insert rows never wait for each other."""
+
+    id = models.BigAutoField(primary_key=True)
+    messages = models.BigIntegerField()
+    newest_accepted_at = models.DateTimeField(null=True)
+    states = ArrayField(models.TextField())
+    state_counts = ArrayField(models.BigIntegerField())
+    city_states = ArrayField(models.TextField())
+    cities = ArrayField(models.TextField())
+    city_counts = ArrayField(models.BigIntegerField())
+    users = ArrayField(models.TextField())
+    user_counts = ArrayField(models.BigIntegerField())
+    minutes = ArrayField(models.DateTimeField())
+    minute_counts = ArrayField(models.BigIntegerField())
+
+    class Meta:
+        db_table = "stats_pending_rollup"
+
+    def __str__(self) -> str:
+        return f"pending {self.messages:+} messages"

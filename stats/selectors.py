@@ -7,6 +7,7 @@ Documented in docs/stats.md.
 """
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,14 +15,14 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
-from django.db.models import Sum
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from project.http import timestamp
 from project.redis import key, redis_client
 from project.storage import presigned_get_url
 from stats.models import CityCount, MinuteCount, StateCount, TopUser, Totals
+from stats.services.rollups import FOLD_LOCK, rollups_fold_locked
 
 # Readers check this before anything else; raise it when the blob's shape changes in a way
 # an old reader would misread (adding a key is not such a change).
@@ -102,11 +103,23 @@ def stats_blob_encode(blob: dict[str, Any]) -> bytes:
     return json.dumps(blob, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+# The minute rollup and the pending counts not yet folded into it, read in one statement.
+_ACCEPTED_BEFORE = """
+SELECT coalesce(sum(n), 0) FROM (
+    SELECT messages AS n FROM stats_minute_count WHERE minute < %(minute)s
+    UNION ALL
+    SELECT n FROM stats_pending_rollup, unnest(minutes, minute_counts) u(k, n) WHERE k < %(minute)s
+) counted
+"""
+
+
 def messages_accepted_before(minute: datetime) -> int:
     """How many stored messages were accepted before `minute` (the start of a minute), from the
-    minute rollup: exact while the rollups are, and a scan of a row per minute, not of the
-    message table."""
-    return int(MinuteCount.objects.filter(minute__lt=minute).aggregate(n=Sum("messages"))["n"] or 0)
+    minute rollup and the pending counts: exact while the rollups are, and a scan of a row per
+    minute, not of the message table."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ACCEPTED_BEFORE, {"minute": minute})
+        return int(cursor.fetchone()[0])
 
 
 def stats_published() -> dict[str, Any] | None:
@@ -222,15 +235,41 @@ def rollups_differences_in_transaction(cursor: Any) -> list[RollupDifference]:
     return differences
 
 
-def rollups_differences() -> list[RollupDifference]:
+def rollups_differences(timeout: float = 60.0) -> list[RollupDifference]:
     """Every difference between the rollups and a recount of the message table, read in one
-    snapshot (rollups commit with their messages, so a snapshot's recount must match exactly,
-    whatever drains are running). Scans the whole message table once; locks nothing."""
-    outermost = not connection.in_atomic_block
-    with transaction.atomic(), connection.cursor() as cursor:
-        if outermost:  # must be the transaction's first statement
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        # An operator's check: it takes as long as a scan of the messages takes.
-        cursor.execute("SET LOCAL statement_timeout = 0")
-        cursor.execute(RECOUNT_CREATE.format(source=recount_source()))
-        return rollups_differences_in_transaction(cursor)
+    snapshot (rollups and pending counts commit with their messages, so a snapshot's recount
+    must match exactly, whatever drains are running). Scans the whole message table once.
+
+    The snapshot's pending counts are folded first, in the same transaction, which is rolled
+    back: the check changes nothing. It needs FOLD_LOCK free when its snapshot is taken, so it
+    tries again (for up to `timeout` seconds) while drains are folding."""
+    if connection.in_atomic_block:  # a caller's transaction (tests): fold and read in it
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
+            return _differences_after_fold(cursor)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                # The first statement takes the snapshot: a lock waited for would leave it
+                # older than the fold that held it (a serialisation failure at the fold).
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [FOLD_LOCK])
+                if cursor.fetchone()[0]:
+                    differences = _differences_after_fold(cursor)
+                    transaction.set_rollback(True)
+                    return differences
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != "40001" or time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise OperationalError("rollups_differences: the rollups were being folded throughout")
+        time.sleep(0.02)
+
+
+def _differences_after_fold(cursor: Any) -> list[RollupDifference]:
+    rollups_fold_locked(cursor)
+    # An operator's check: it takes as long as a scan of the messages takes.
+    cursor.execute("SET LOCAL statement_timeout = 0")
+    cursor.execute(RECOUNT_CREATE.format(source=recount_source()))
+    return rollups_differences_in_transaction(cursor)

@@ -19,6 +19,7 @@ from messages.staged import StagedPayload, payload_decode
 from project.celery import task_publish
 from project.errors import TRANSIENT_ERRORS
 from project.logs import log_bound
+from stats.services.rollups import rollups_fold_if_left_pending
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,12 @@ def _batch_read(reader: staging.BatchReader) -> _Batch:
 def _batch_store(shard: staging.Shard, batch: _Batch) -> tuple[int, list[staging.StagedEntry]]:
     """Persist a batch; returns (stored, entries handled: stored, already there, or
     dead-lettered). A batch the database refuses is retried row by row."""
+    # A full batch means more are coming: its rollups wait for a fold. A last, partial one is
+    # folded at once, so the counts are current when the backlog is empty.
+    full = len(batch.entries) >= settings.MESSY_DRAIN_BATCH_SIZE
     try:
-        return messages_persist([payload for _, payload in batch.parsed]), [entry for entry, _ in batch.parsed]
+        stored = messages_persist([payload for _, payload in batch.parsed], defer_rollups=full)
+        return stored, [entry for entry, _ in batch.parsed]
     except (DataError, IntegrityError) as exc:
         # The SQLSTATE and the batch's entry ids only: PostgreSQL's message and DETAIL quote
         # the refused row (its message and username), so neither the error nor a traceback.
@@ -132,6 +137,7 @@ def messages_drain(shard: staging.Shard, slot: int) -> DrainReport:
             if not batch.entries:
                 if acked is not None:
                     acked.result()
+                rollups_fold_if_left_pending()
                 staging.slot_release(shard, slot)
                 # A write may have staged a message after our last read but before the release
                 # and seen the slot taken; look once more so it is not left for the sweep.

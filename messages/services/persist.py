@@ -94,11 +94,13 @@ def _duplicate_id(exc: IntegrityError) -> bool:
     )
 
 
-def messages_persist(payloads: Sequence[StagedPayload]) -> int:
+def messages_persist(payloads: Sequence[StagedPayload], *, defer_rollups: bool = False) -> int:
     """Store messages and their rollups in one transaction; return how many were new.
 
     Idempotent on the message id: running it twice with the same payloads stores each
-    message once and counts it once. Raises DatabaseError; the caller decides on retries.
+    message once and counts it once. With defer_rollups the counts go to a pending row of their
+    own, folded later, so drains never wait on each other's rollup rows (docs/scaling.md).
+    Raises DatabaseError; the caller decides on retries.
     Inserts in id order, so concurrent drains holding the same ids never wait in a cycle
     (docs/staging.md, "Persist").
     """
@@ -120,5 +122,5 @@ def messages_persist(payloads: Sequence[StagedPayload]) -> int:
             cursor.execute(_INSERT_NEW)
             inserted, added = cursor.rowcount, ROLLUPS_ADDED_TABLE
         if inserted:
-            rollups_add(cursor, added)
+            rollups_add(cursor, added, defer=defer_rollups)
     return inserted

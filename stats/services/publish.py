@@ -17,7 +17,7 @@ from project.celery import task_publish
 from project.redis import key, redis_client
 from project.storage import bucket_prepare, s3_client
 from stats.selectors import published_marker_key, stats_blob_build, stats_blob_encode
-from stats.services.rollups import top_users_rebuild_if_stale
+from stats.services.rollups import rollups_fold, top_users_rebuild_if_stale
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ def stats_publish(*, force: bool = False, now: datetime | None = None) -> Publis
     elif not client.set(claim_key, token, nx=True, ex=PUBLISH_LEASE_SECONDS):
         return PublishOutcome(published=False)
     try:
+        # The drains' pending counts first: the fold's cost follows what was written since the
+        # last fold, not how many messages are stored.
+        rollups_fold()
         top_users_rebuild_if_stale()
         blob = stats_blob_build(now)
         _blob_upload(stats_blob_encode(blob))

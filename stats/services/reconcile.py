@@ -13,7 +13,7 @@ from stats.selectors import (
     recount_source,
     rollups_differences_in_transaction,
 )
-from stats.services.rollups import top_users_rebuild
+from stats.services.rollups import rollups_fold_wait, top_users_rebuild
 
 
 def rollups_fix() -> list[RollupDifference]:
@@ -41,6 +41,8 @@ def _rollups_fix_locked() -> list[RollupDifference]:
         cursor.execute("SET LOCAL lock_timeout = '10s'")
         source = recount_source()
         cursor.execute(f"LOCK TABLE {source} IN SHARE MODE")
+        # Then the rollup rows' own lock, and the pending counts into them: what is compared.
+        rollups_fold_wait(cursor)
         cursor.execute("SET LOCAL statement_timeout = 0")
         cursor.execute(RECOUNT_CREATE.format(source=source))
         differences = rollups_differences_in_transaction(cursor)
