@@ -10,6 +10,8 @@
 #   ./runserver.sh --dev   Django's autoreloading development server instead
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
+# Redis as the web tier's user: it may stage, read statuses and publish tasks, nothing more.
+export MESSY_REDIS_ROLE="${MESSY_REDIS_ROLE:-web}"
 
 bind="${MESSY_BIND:-127.0.0.1:8001}"
 # The front door on the same host connects through a Unix socket: a sync worker answers one

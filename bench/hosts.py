@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
-
 from tests.cluster.netns import Cluster, Host, cluster_running
-from tests.harness import ROOT, VENV_BIN, tables_truncate_sql
+from tests.harness import ROOT, VENV_BIN, redis_admin, tables_truncate_sql
 
 RESULTS = ROOT / "bench-results"
 GROUP = "persisters"
@@ -267,7 +265,7 @@ def measure(cluster: Cluster, hosts: int, messages: int, concurrency: int, py_sp
     """One drain of `messages` staged messages by `hosts` worker hosts; with py_spy, each
     worker host's processes are recorded meanwhile into the run folder."""
     cluster.staging_redis().flushdb()
-    redis.Redis.from_url(cluster.env["CELERY_BROKER_URL"]).flushdb()
+    redis_admin(cluster.env["CELERY_BROKER_URL"]).flushdb()
     connection = cluster.db()
     with connection.cursor() as cursor:
         cursor.execute(tables_truncate_sql())

@@ -19,13 +19,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import connection
 from pymemcache.client.base import Client as MemcachedClient
 from pymemcache.client.base import normalize_server_spec
 
-from project.redis import key, redis_client, redis_durability_problems
+from project.redis import key, redis_client, redis_connect, redis_durability_problems
 from project.storage import s3_probe_client
 
 logger = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ def _s3() -> dict[str, Any]:
 
 
 def _broker() -> dict[str, Any]:
-    client = redis.Redis.from_url(
+    client = redis_connect(
         settings.CELERY_BROKER_URL,
         socket_timeout=settings.REDIS_TIMEOUT,
         socket_connect_timeout=settings.REDIS_TIMEOUT,

@@ -20,6 +20,8 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from project.redis import redis_connect
+
 logger = logging.getLogger(__name__)
 
 # Only our own collectors (no process or platform ones): the numbers are shared by every
@@ -71,7 +73,7 @@ def _broker_client() -> redis.Redis:
     client_key = (os.getpid(), settings.CELERY_BROKER_URL)
     client = _broker_clients.get(client_key)
     if client is None:
-        client = _broker_clients[client_key] = redis.Redis.from_url(
+        client = _broker_clients[client_key] = redis_connect(
             settings.CELERY_BROKER_URL,
             socket_timeout=settings.REDIS_TIMEOUT,
             socket_connect_timeout=settings.REDIS_TIMEOUT,
@@ -86,7 +88,7 @@ class BrokerQueuesCollector:
     answer, so one outage does not hide every other number."""
 
     def collect(self) -> Iterator[Any]:
-        if urlsplit(settings.CELERY_BROKER_URL).scheme not in ("redis", "rediss"):
+        if urlsplit(settings.CELERY_BROKER_URL).scheme not in ("redis", "rediss", "redis+socket", "socket"):
             return
         queues = [queue.name for queue in settings.CELERY_TASK_QUEUES]
         keys = [

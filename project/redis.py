@@ -5,6 +5,10 @@ client discovers the others and follows slot moves and failovers). On a cluster 
 and script must name keys of one hash slot; the staging keys carry hash tags for that
 (messages.staging).
 
+Every connection to Messy's Redis servers is built here (redis_connect), as the process's Redis
+user (settings: MESSY_REDIS_ROLE), over TLS with REDIS_TLS_CA_CERT_FILE for rediss:// URLs
+(docs/data-tier.md).
+
 One client per process, holding one connection, created on first use (so after a pre-fork
 server forks). It holds one connection instead of checking one out of a pool per command: the
 checkout probes the socket for stray data, a system call that costs the write path about a
@@ -20,7 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
@@ -82,6 +86,25 @@ _KERNEL_TIMEOUT_CONNECTIONS: dict[str, type[redis.connection.AbstractConnection]
 }
 
 
+def redis_url_options(url: str) -> dict[str, Any]:
+    """Connection options a URL cannot carry: the CA that signs the servers' TLS certificates
+    (REDIS_TLS_CA_CERT_FILE) for rediss:// (verified, as redis-py does by default)."""
+    if urlsplit(url).scheme == "rediss" and settings.REDIS_TLS_CA_CERT_FILE:
+        return {"ssl_ca_certs": settings.REDIS_TLS_CA_CERT_FILE}
+    return {}
+
+
+def redis_connect(url: str, **options: Any) -> redis.Redis:
+    """A client of one Redis server (not a cluster) named by a URL of the settings, the
+    credentials in it: redis://, rediss://, unix://, or kombu's redis+socket:// (the broker's
+    default, read as unix://). Connects on first use."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+socket", "socket"):
+        query = parts.query.replace("virtual_host=", "db=")
+        url = urlunsplit(parts._replace(scheme="unix", query=query))
+    return redis.Redis.from_url(url, **redis_url_options(url), **options)
+
+
 def redis_client() -> redis.Redis:
     """This process's client. With MESSY_REDIS_CLUSTER it is a RedisCluster, typed as a Redis:
     it has the same commands, routed by key (each call here names keys of one slot)."""
@@ -93,6 +116,7 @@ def redis_client() -> redis.Redis:
             "socket_connect_timeout": settings.REDIS_TIMEOUT,
             "health_check_interval": 30,
             "decode_responses": False,
+            **redis_url_options(settings.REDIS_URL),
         }
         if settings.MESSY_REDIS_CLUSTER:
             # No single connection: a cluster client holds a pool per node.
@@ -269,8 +293,11 @@ def redis_durability_warn() -> list[str]:
     client: redis.Redis | RedisCluster | None = None
     try:
         # A cluster client connects at once, to learn the slots: inside the try.
-        client = (RedisCluster if settings.MESSY_REDIS_CLUSTER else redis.Redis).from_url(
-            settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT, socket_connect_timeout=settings.REDIS_TIMEOUT
+        options = {"socket_timeout": settings.REDIS_TIMEOUT, "socket_connect_timeout": settings.REDIS_TIMEOUT}
+        client = (
+            RedisCluster.from_url(settings.REDIS_URL, **redis_url_options(settings.REDIS_URL), **options)
+            if settings.MESSY_REDIS_CLUSTER
+            else redis_connect(settings.REDIS_URL, **options)
         )
         problems = redis_durability_problems(cast(redis.Redis, client))
     except Exception as exc:
@@ -284,3 +311,27 @@ def redis_durability_warn() -> list[str]:
     for problem in problems:
         logger.error("STAGING REDIS IS NOT DURABLE (%s): %s (see deploy/redis.conf)", where, problem)
     return problems
+
+
+def redis_aof_rewrite() -> bool:
+    """Have the staging Redis rewrite its append-only file (BGREWRITEAOF; on a cluster, every
+    master), so that entries deleted from it (an erasure's XDEL) leave the disk too: until a
+    rewrite, the file still holds every command that wrote them. Runs as the worker user, which
+    may run BGREWRITEAOF and nothing else of its kind. True when every rewrite started or was
+    scheduled; False when one was already running (it began before the deletion and keeps the
+    old entries): call again later. Raises redis errors."""
+    client = redis_client()
+    nodes = (
+        [client.get_redis_connection(node) for node in cast(RedisCluster, client).get_primaries()]
+        if settings.MESSY_REDIS_CLUSTER
+        else [client]
+    )
+    started = True
+    for node in nodes:
+        try:
+            node.bgrewriteaof()
+        except redis.exceptions.ResponseError as exc:
+            if "already in progress" not in str(exc):
+                raise
+            started = False
+    return started

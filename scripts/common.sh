@@ -2,9 +2,12 @@
 MESSY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$MESSY_ROOT"
 # MESSY_NO_LOCAL_SH=1 ignores local.sh (the system tests start processes with their own settings).
+# local.sh holds plain KEY=value lines (systemd's EnvironmentFile reads it too): set -a exports them.
 if [ -f "$MESSY_ROOT/local.sh" ] && [ "${MESSY_NO_LOCAL_SH:-0}" != 1 ]; then
+    set -a
     # shellcheck disable=SC1091
     . "$MESSY_ROOT/local.sh"
+    set +a
 fi
 if [ -x "$MESSY_ROOT/.venv/bin/python" ]; then
     export PATH="$MESSY_ROOT/.venv/bin:$PATH"
@@ -37,4 +40,28 @@ export MESSY_RUN_DIR
 # (MESSY_SOCKET, default $MESSY_RUN_DIR/web.sock), or "off".
 web_socket() {
     if [ "${MESSY_SOCKET:-}" = off ]; then echo off; else messy_path "${MESSY_SOCKET:-$MESSY_RUN_DIR/web.sock}"; fi
+}
+
+# A system user of its own for a data service (Redis, the local S3), made on first use by root,
+# with a group of the same name. Messy's processes, when they run as the user messy, join it:
+# the service's socket is group-shared.
+service_user() {
+    if ! id -u "$1" >/dev/null 2>&1; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$1"
+    fi
+    if id -u messy >/dev/null 2>&1 && ! id -nG messy | tr ' ' '\n' | grep -qx "$1"; then
+        usermod -a -G "$1" messy
+    fi
+}
+
+# Hand a server's data folder to its service user (service_user), mode $3; stop with a message
+# naming the setting $4 when a folder above it is closed to that user.
+service_folder() {
+    service_user "$1"
+    chown -R "$1:$1" "$2"
+    chmod "$3" "$2"
+    if ! runuser -u "$1" -- test -w "$2"; then
+        echo "$0: $1 cannot reach $2 (a folder above it is closed to it): set $4" >&2
+        exit 2
+    fi
 }
