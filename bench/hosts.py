@@ -265,7 +265,7 @@ def measure(cluster: Cluster, hosts: int, messages: int, concurrency: int, py_sp
     """One drain of `messages` staged messages by `hosts` worker hosts; with py_spy, each
     worker host's processes are recorded meanwhile into the run folder."""
     cluster.staging_redis().flushdb()
-    redis_admin(cluster.env["CELERY_BROKER_URL"]).flushdb()
+    redis_admin(cluster.env["CELERY_BROKER_URL"], ssl_ca_certs=cluster.env["REDIS_TLS_CA_CERT_FILE"]).flushdb()
     connection = cluster.db()
     with connection.cursor() as cursor:
         cursor.execute(tables_truncate_sql())

@@ -23,11 +23,11 @@ connection='+ping +select +hello +client|setname +client|id +command +multi +exe
 case "$name" in
     staging)
         keys='resetkeys ~messy* resetchannels'
-        # The stage script (EVALSHA, SCRIPT LOAD after a restart; inside: XADD, XLEN, MEMORY
+        # The stage script (EVALSHA, SCRIPT LOAD after a restart; inside: XADD, XGROUP CREATE, XLEN, MEMORY
         # USAGE, GET, SET, DEL), quotas and failed-login counts (GET, TTL, INCR, EXPIRE),
         # status reads (XRANGE, XINFO, HGETALL), /readyz (SET with expiry), /status (INFO).
         web="-@all $connection +info +evalsha +eval +script|load +script|exists +get +set +del +exists +incr
-            +expire +ttl +xadd +xlen +xrange +xrevrange +xinfo|stream +xinfo|groups +memory|usage +hget
+            +expire +ttl +xadd +xgroup|create +xlen +xrange +xrevrange +xinfo|stream +xinfo|groups +memory|usage +hget
             +hgetall +hincrby +mget +zrangebyscore +zrevrange +zrange +zscore
             +cluster|slots +cluster|shards +cluster|nodes +readonly +wait"
         worker="+@all -@dangerous +info +bgrewriteaof +cluster|slots +cluster|nodes"
@@ -40,7 +40,10 @@ case "$name" in
         ;;
     *) echo "usage: $0 staging|broker" >&2; exit 2 ;;
 esac
-echo "user default off resetpass nocommands resetkeys resetchannels"
+# The default user is off: no client can log in as it, and new connections are not logged in.
+# It keeps every permission all the same: Redis 7.0 replays the append-only file's transactions
+# (every script's writes) as this user after a restart, and drops those it may not run.
+echo "user default off resetpass ~* &* +@all"
 # shellcheck disable=SC2086  # the rules are words
 echo "user messy-web on resetpass #$(sha "$REDIS_WEB_PASSWORD")" $keys $web
 # shellcheck disable=SC2086

@@ -287,7 +287,8 @@ for port in (6380, 6381):
     outcomes = []
     for url in (f"redis://{host}:{port}/0", f"rediss://{host}:{port}/0", f"rediss://messy-web:wrong@{host}:{port}/0"):
         try:
-            redis.Redis.from_url(url, ssl_ca_certs=ca, socket_timeout=2, socket_connect_timeout=2).ping()
+            tls = {"ssl_ca_certs": ca} if url.startswith("rediss:") else {}
+            redis.Redis.from_url(url, **tls, socket_timeout=2, socket_connect_timeout=2).ping()
             outcomes.append("answered")
         except redis.AuthenticationError:
             outcomes.append("auth")
