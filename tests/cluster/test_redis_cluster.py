@@ -165,8 +165,9 @@ class LocalCluster:
             fields = dict(zip(shard[::2], shard[1::2], strict=True))
             slots = fields[b"slots"]
             nodes = [dict(zip(n[::2], n[1::2], strict=True)) for n in fields[b"nodes"]]
-            master = [int(n[b"port"]) for n in nodes if n[b"role"] == b"master" and n[b"health"] == b"online"]
-            replicas = [int(n[b"port"]) for n in nodes if n[b"role"] == b"replica" and n[b"health"] == b"online"]
+            # Nodes on TLS name their port tls-port.
+            master = [int(n[b"tls-port"]) for n in nodes if n[b"role"] == b"master" and n[b"health"] == b"online"]
+            replicas = [int(n[b"tls-port"]) for n in nodes if n[b"role"] == b"replica" and n[b"health"] == b"online"]
             for low, high in zip(slots[::2], slots[1::2], strict=True):
                 ranges.append((int(low), int(high), master[0] if master else 0, replicas))
         return ranges
