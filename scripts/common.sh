@@ -54,6 +54,10 @@ service_user() {
     fi
 }
 
+# The command that runs the rest of a command line as that user: exec'd in place (no parent
+# process left behind to relay signals, as runuser would be), without root's capabilities.
+as_service_user() { printf '%s\n' setpriv "--reuid=$1" "--regid=$1" --init-groups --inh-caps=-all --; }
+
 # Hand a server's data folder to its service user (service_user), mode $3; stop with a message
 # naming the setting $4 when a folder above it is closed to that user.
 service_folder() {

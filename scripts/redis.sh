@@ -61,7 +61,7 @@ if [ "$(id -u)" = 0 ] && [ "${REDIS_USER:-messy-redis}" != root ]; then
     # The data folder is the service user's; its group (Messy's processes are in it) reaches
     # the socket, nobody else enters.
     service_folder "$user" "$dir" 0750 REDIS_DATA_DIR
-    run_as=(runuser -u "$user" --)
+    mapfile -t run_as < <(as_service_user "$user")
 else
     chmod 0700 "$dir"
 fi

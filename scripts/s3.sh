@@ -89,7 +89,7 @@ private_tmp=0
 if [ "$(id -u)" = 0 ] && [ "${S3_USER:-messy-s3}" != root ]; then
     user="${S3_USER:-messy-s3}"
     service_folder "$user" "$dir" 0700 S3_LOCAL_DATA_DIR
-    run_as=(runuser -u "$user" --)
+    mapfile -t run_as < <(as_service_user "$user")
     case "$dir/" in
         /tmp/*) ;;  # a /tmp of its own would hide its data (the tests' temporary folders)
         *) private_tmp=1

@@ -159,6 +159,9 @@ def data_tier() -> Iterator[dict]:
         _wait(lambda: (folder / "memcached" / "memcached.sock").exists(), "memcached")
 
         def s3_ready() -> bool:
+            # The filer and the S3 gateway come up after the master and volume servers.
+            if not all(port_open(s3_port + offset) for offset in (0, 6, 7)):
+                return False
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{s3_port + 2}/dir/status", timeout=1) as response:
                     return b'"Url"' in response.read()
