@@ -14,7 +14,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TEST_PACKAGES := chromium pgbouncer prometheus
 
-.PHONY: run test lint format bench loadtest install lock services migrate manage clean
+.PHONY: run test lint format bench loadtest install lock services migrate manage clean local.sh
 .PHONY: test-cluster bench-hosts
 
 # requirements.txt (what the service runs on) and requirements-dev.txt (tests, tools) name the

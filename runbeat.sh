@@ -4,6 +4,7 @@
 # publish runs at most once per minute whoever sends it; the sweep is harmless twice).
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
+export MESSY_REDIS_ROLE="${MESSY_REDIS_ROLE:-worker}"  # Redis as the workers' user
 run_as_service_user "$@"
 
 exec celery -A project beat --loglevel "${LOG_LEVEL:-INFO}" \

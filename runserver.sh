@@ -14,6 +14,8 @@
 #                          127.0.0.1:8001)
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
+# Redis as the web tier's user: it may stage, read statuses and publish tasks, nothing more.
+export MESSY_REDIS_ROLE="${MESSY_REDIS_ROLE:-web}"
 
 if [ "${1:-}" = "--dev" ]; then
     exec python manage.py runserver "${MESSY_BIND:-127.0.0.1:8001}"

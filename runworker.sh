@@ -9,6 +9,7 @@
 # resume from their checkpoint). Give a supervisor's stop timeout a few seconds more than that.
 set -euo pipefail
 . "$(dirname "$0")/scripts/common.sh"
+export MESSY_REDIS_ROLE="${MESSY_REDIS_ROLE:-worker}"  # Redis as the workers' user
 # Celery's soft shutdown (a warm shutdown with a time limit) starts on a cold-shutdown signal.
 export REMAP_SIGTERM=SIGQUIT
 run_as_service_user "$@"

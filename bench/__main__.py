@@ -19,8 +19,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import redis
-
 from bench import cpu, end_to_end, publish, results
 from bench.http import MESSAGE, hey_latency, wrk_rate
 from tests.harness import (
@@ -30,6 +28,7 @@ from tests.harness import (
     SlowUploads,
     database_create,
     free_port,
+    redis_admin,
     redis_reset,
     wait_for_port,
 )
@@ -220,7 +219,7 @@ def cpu_breakdown(report: Reporter, processes: ProcessGroup, base: str, body: st
     """µs of CPU per request, by process, of the no-op view and of the lean write under the same
     load (bench/cpu.py): what the write costs the web processes, Redis and memcached, against
     what Django's machinery costs the no-op view."""
-    redis_pid = int(redis.Redis.from_url(BENCH.staging_url).info("server")["process_id"])
+    redis_pid = int(redis_admin(BENCH.staging_url).info("server")["process_id"])
     meters = {
         "web": functools.partial(cpu.process_group_cpu, processes.processes["web"].pid),
         "Redis": functools.partial(cpu.process_cpu, redis_pid),
@@ -326,6 +325,7 @@ def append_fsync_always(
         ["./scripts/redis.sh", "staging"],
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         REDIS_DATA_DIR=data,
+        REDIS_BIND="127.0.0.1",
         REDIS_APPENDFSYNC="always",
     )
     wait_for_port(redis_port)

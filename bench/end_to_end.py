@@ -13,7 +13,7 @@ import redis
 
 from bench import results
 from bench.http import MESSAGE, hey_latency, wrk_rate
-from tests.harness import BENCH, ProcessGroup, db_connect, redis_reset, tables_reset
+from tests.harness import BENCH, ProcessGroup, db_connect, redis_admin, redis_reset, tables_reset
 
 STREAM = f"{BENCH.key_prefix}:{{s0}}:stream"  # shard 0's, the only one by default
 
@@ -48,7 +48,7 @@ def run(
     """Against the web process already in `processes`, which gets the worker too."""
     redis_reset(BENCH)
     tables_reset(BENCH)
-    staging = redis.Redis.from_url(BENCH.staging_url)
+    staging = redis_admin(BENCH.staging_url)
     worker = processes.worker("worker", role="ingest")
     backlog: list[int] = []
     stop = threading.Event()

@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
-
 from tests.cluster.netns import Cluster, Host, cluster_running
-from tests.harness import ROOT, VENV_BIN, tables_truncate_sql
+from tests.harness import ROOT, VENV_BIN, redis_admin, tables_truncate_sql
 
 RESULTS = ROOT / "bench-results"
 GROUP = "persisters"
@@ -324,7 +322,7 @@ def measure(
     worker host's processes are recorded meanwhile into the run folder; with cap, each worker
     host is held to its CPU share."""
     cluster.staging_redis().flushdb()
-    redis.Redis.from_url(cluster.env["CELERY_BROKER_URL"]).flushdb()
+    redis_admin(cluster.env["CELERY_BROKER_URL"], ssl_ca_certs=cluster.env["REDIS_TLS_CA_CERT_FILE"]).flushdb()
     connection = cluster.db()
     with connection.cursor() as cursor:
         cursor.execute(tables_truncate_sql())

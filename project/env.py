@@ -4,6 +4,7 @@ Every variable read here is listed, with its default and purpose, in local.sh.te
 """
 
 import os
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,3 +53,29 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+# What local.sh.template holds until scripts/local-sh.sh replaces it with a random key.
+_SECRET_PLACEHOLDER = "__GENERATED__"  # noqa: S105 (not a secret: the marker of none)
+
+
+def env_secret_key(name: str) -> str:
+    """A secret that must be set, and not to the template's placeholder: a key everyone can read
+    in the repository signs nothing."""
+    value = env_str(name, "").strip()
+    if not value or value == _SECRET_PLACEHOLDER:
+        raise ImproperlyConfigured(
+            f"{name} is {'the placeholder ' + _SECRET_PLACEHOLDER if value else 'empty'}: set it to a long random "
+            "value (make local.sh writes one; python3 -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    return value
+
+
+def env_url_with_credentials(url: str, username: str, password: str) -> str:
+    """`url` with username and password in it, unless it carries credentials already or the
+    password is empty (a server without users)."""
+    parts = urlsplit(url)
+    if not password or "@" in parts.netloc:
+        return url
+    where = parts.netloc
+    return urlunsplit(parts._replace(netloc=f"{quote(username, safe='')}:{quote(password, safe='')}@{where}"))

@@ -20,7 +20,7 @@ from django.db import connection, connections
 from pymemcache.client.base import Client as MemcachedClient
 from pymemcache.client.base import normalize_server_spec
 
-from project.redis import key, redis_client, redis_durability_problems, redis_options
+from project.redis import key, redis_client, redis_connect, redis_durability_problems, redis_options
 from project.storage import s3_probe_client
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def _s3() -> dict[str, Any]:
 
 
 def _broker() -> dict[str, Any]:
-    client = redis.Redis.from_url(
+    client = redis_connect(
         settings.CELERY_BROKER_URL,
         **redis_options(),
     )

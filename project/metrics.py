@@ -22,7 +22,7 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from project.redis import redis_client, redis_options
+from project.redis import redis_client, redis_connect, redis_options
 from project.request_metrics import RequestsCollector
 from project.workers import workers_live
 
@@ -77,7 +77,7 @@ def _broker_client() -> redis.Redis:
     client_key = (os.getpid(), settings.CELERY_BROKER_URL)
     client = _broker_clients.get(client_key)
     if client is None:
-        client = _broker_clients[client_key] = redis.Redis.from_url(
+        client = _broker_clients[client_key] = redis_connect(
             settings.CELERY_BROKER_URL,
             **redis_options(),
         )
@@ -91,7 +91,7 @@ class BrokerQueuesCollector:
     answer, so one outage does not hide every other number."""
 
     def collect(self) -> Iterator[Any]:
-        if urlsplit(settings.CELERY_BROKER_URL).scheme not in ("redis", "rediss"):
+        if urlsplit(settings.CELERY_BROKER_URL).scheme not in ("redis", "rediss", "redis+socket", "socket"):
             return
         queues = [queue.name for queue in settings.CELERY_TASK_QUEUES]
         keys = [

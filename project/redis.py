@@ -1,8 +1,10 @@
 """The Redis client and key namespace every app shares (staging, stats markers, job rate limits).
 
-REDIS_URL names one Redis, or with MESSY_REDIS_CLUSTER=1 any node of a Redis Cluster. One
-client per process holding one connection (no pool checkout per command), created on first use
-and forgotten in a forked child. Documented in docs/operations.md ("Notes from the code").
+REDIS_URL names one Redis, or with MESSY_REDIS_CLUSTER=1 any node of a Redis Cluster. Every
+connection is built here, as the process's Redis user (MESSY_REDIS_ROLE), over TLS for rediss://
+URLs. One client per process holding one connection (no pool checkout per command), created on
+first use and forgotten in a forked child.
+Documented in docs/operations.md ("Notes from the code") and docs/data-tier.md.
 """
 
 import logging
@@ -12,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from django.conf import settings
@@ -93,13 +95,36 @@ def redis_options(cluster: bool = False) -> dict[str, Any]:
     }
 
 
+def redis_url_options(url: str) -> dict[str, Any]:
+    """Connection options a URL cannot carry: the CA that signs the servers' TLS certificates
+    (REDIS_TLS_CA_CERT_FILE) for rediss:// (verified, as redis-py does by default)."""
+    if urlsplit(url).scheme == "rediss" and settings.REDIS_TLS_CA_CERT_FILE:
+        return {"ssl_ca_certs": settings.REDIS_TLS_CA_CERT_FILE}
+    return {}
+
+
+def redis_connect(url: str, **options: Any) -> redis.Redis:
+    """A client of one Redis server (not a cluster) named by a URL of the settings, the
+    credentials in it: redis://, rediss://, unix://, or kombu's redis+socket:// (the broker's
+    default, read as unix://). Connects on first use."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+socket", "socket"):
+        query = parts.query.replace("virtual_host=", "db=")
+        url = urlunsplit(parts._replace(scheme="unix", query=query))
+    return redis.Redis.from_url(url, **redis_url_options(url), **options)
+
+
 def redis_client() -> redis.Redis:
     """This process's client. With MESSY_REDIS_CLUSTER it is a RedisCluster, typed as a Redis:
     it has the same commands, routed by key (each call here names keys of one slot)."""
     global _client
     client = _client
     if client is None:
-        options = redis_options(settings.MESSY_REDIS_CLUSTER) | {"health_check_interval": 30, "decode_responses": False}
+        options = redis_options(settings.MESSY_REDIS_CLUSTER) | {
+            "health_check_interval": 30,
+            "decode_responses": False,
+            **redis_url_options(settings.REDIS_URL),
+        }
         if settings.MESSY_REDIS_CLUSTER:
             # No single connection: a cluster client holds a pool per node.
             client = cast(redis.Redis, RedisCluster.from_url(settings.REDIS_URL, **options))
@@ -275,8 +300,11 @@ def redis_durability_warn() -> list[str]:
     client: redis.Redis | RedisCluster | None = None
     try:
         # A cluster client connects at once, to learn the slots: inside the try.
-        client = (RedisCluster if settings.MESSY_REDIS_CLUSTER else redis.Redis).from_url(
-            settings.REDIS_URL, **redis_options(settings.MESSY_REDIS_CLUSTER)
+        options = redis_options(settings.MESSY_REDIS_CLUSTER)
+        client = (
+            RedisCluster.from_url(settings.REDIS_URL, **redis_url_options(settings.REDIS_URL), **options)
+            if settings.MESSY_REDIS_CLUSTER
+            else redis_connect(settings.REDIS_URL, **options)
         )
         problems = redis_durability_problems(cast(redis.Redis, client))
     except Exception as exc:
@@ -290,3 +318,27 @@ def redis_durability_warn() -> list[str]:
     for problem in problems:
         logger.error("STAGING REDIS IS NOT DURABLE (%s): %s (see deploy/redis.conf)", where, problem)
     return problems
+
+
+def redis_aof_rewrite() -> bool:
+    """Have the staging Redis rewrite its append-only file (BGREWRITEAOF; on a cluster, every
+    master), so that entries deleted from it (an erasure's XDEL) leave the disk too: until a
+    rewrite, the file still holds every command that wrote them. Runs as the worker user, which
+    may run BGREWRITEAOF and nothing else of its kind. True when every rewrite started or was
+    scheduled; False when one was already running (it began before the deletion and keeps the
+    old entries): call again later. Raises redis errors."""
+    client = redis_client()
+    nodes = (
+        [client.get_redis_connection(node) for node in cast(RedisCluster, client).get_primaries()]
+        if settings.MESSY_REDIS_CLUSTER
+        else [client]
+    )
+    started = True
+    for node in nodes:
+        try:
+            node.bgrewriteaof()
+        except redis.exceptions.ResponseError as exc:
+            if "already in progress" not in str(exc):
+                raise
+            started = False
+    return started

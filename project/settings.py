@@ -1,18 +1,21 @@
 """Messy settings. Every value comes from the environment (see local.sh.template)."""
 
+import os
+import ssl
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from project.env import env_bool, env_float, env_int, env_list, env_str
+from project.env import env_bool, env_float, env_int, env_list, env_secret_key, env_str, env_url_with_credentials
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # --- Django core -------------------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# A production secret has no default: the process refuses to start without it.
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+# A production secret has no default: the process refuses to start without it, or with the
+# template's placeholder.
+SECRET_KEY = env_secret_key("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 
@@ -140,8 +143,21 @@ CACHES = {
 # By default the Unix socket of the staging Redis that scripts/redis.sh runs on this host (a
 # round trip through it costs less than through TCP on loopback); other hosts name its TCP port,
 # redis://host:6380/0.
-REDIS_URL = env_str("REDIS_URL", f"unix://{BASE_DIR}/var/redis/staging/redis.sock?db=0")
+# Each process connects as the Redis user of its role (docs/data-tier.md): runserver.sh sets
+# MESSY_REDIS_ROLE=web (only what the web tier runs), the rest are workers; the user's password
+# is REDIS_<ROLE>_PASSWORD (local.sh), or REDIS_USERNAME and REDIS_PASSWORD name another. They
+# go into REDIS_URL and CELERY_BROKER_URL unless those carry credentials of their own.
+MESSY_REDIS_ROLE = env_str("MESSY_REDIS_ROLE", "worker")
+if MESSY_REDIS_ROLE not in ("web", "worker", "admin"):
+    raise ImproperlyConfigured(f"MESSY_REDIS_ROLE must be web, worker or admin, not {MESSY_REDIS_ROLE!r}.")
+REDIS_USERNAME = env_str("REDIS_USERNAME", f"messy-{MESSY_REDIS_ROLE}")
+REDIS_PASSWORD = env_str("REDIS_PASSWORD", env_str(f"REDIS_{MESSY_REDIS_ROLE.upper()}_PASSWORD", ""))
+REDIS_URL = env_url_with_credentials(
+    env_str("REDIS_URL", f"unix://{BASE_DIR}/var/redis/staging/redis.sock?db=0"), REDIS_USERNAME, REDIS_PASSWORD
+)
 REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 2.0)
+# The CA that signs the Redis servers' certificates, for rediss:// URLs (empty: the system's CAs).
+REDIS_TLS_CA_CERT_FILE = env_str("REDIS_TLS_CA_CERT_FILE", "")
 # Namespaces every Redis key, so several deployments (or test runs) can share one server.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "messy")
 # REDIS_URL names one node of a Redis Cluster (cluster mode: database 0 only), not a single Redis.
@@ -299,7 +315,19 @@ MESSY_RETENTION_CHUNK = env_int("MESSY_RETENTION_CHUNK", 5000)
 # --- Celery ------------------------------------------------------------------------------------
 # A Redis of its own (scripts/redis.sh broker): a staging Redis that is full refuses the writes
 # Celery needs to hand out tasks, and the drains that would empty it must still be scheduled.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6381/0")
+# By default through the broker's Unix socket on this host (no TCP: other hosts name
+# rediss://host:6381/0, see docs/data-tier.md).
+CELERY_BROKER_URL = env_url_with_credentials(
+    env_str("CELERY_BROKER_URL", f"redis+socket://{BASE_DIR}/var/redis/broker/redis.sock?virtual_host=0"),
+    REDIS_USERNAME,
+    REDIS_PASSWORD,
+)
+# Celery reads CELERY_BROKER_URL from the environment itself, ahead of this setting: it must
+# say the same, credentials included.
+os.environ["CELERY_BROKER_URL"] = CELERY_BROKER_URL
+if CELERY_BROKER_URL.startswith("rediss://"):
+    # Verified against REDIS_TLS_CA_CERT_FILE (or the system's CAs), as the staging client is.
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": REDIS_TLS_CA_CERT_FILE or None}
 CELERY_RESULT_BACKEND = None  # Results live in our own tables (jobs) or nowhere: nothing reads them.
 CELERY_TASK_IGNORE_RESULT = True
 # JSON only: a pickle payload on a shared broker is remote code execution.

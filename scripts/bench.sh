@@ -6,6 +6,7 @@ set -euo pipefail
 export MESSY_NO_LOCAL_SH=1  # the benchmark brings its own settings (tests/harness.py BENCH)
 . "$(dirname "$0")/common.sh"
 . "$MESSY_ROOT/scripts/redis-pair.sh"
+export REDIS_USER="${REDIS_USER:-root}"  # its servers' data in the checkout, as the tests'
 
 export MESSY_TEST_REDIS_STAGING="${MESSY_BENCH_REDIS_STAGING:-redis://127.0.0.1:6394}"
 export MESSY_TEST_REDIS_BROKER="${MESSY_BENCH_REDIS_BROKER:-redis://127.0.0.1:6395}"

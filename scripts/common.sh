@@ -3,9 +3,12 @@ MESSY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 messy_script="$(readlink -f "$0")"  # before the cd: run_as_service_user starts it again
 cd "$MESSY_ROOT"
 # MESSY_NO_LOCAL_SH=1 ignores local.sh (the system tests start processes with their own settings).
+# local.sh holds plain KEY=value lines (systemd's EnvironmentFile reads it too): set -a exports them.
 if [ -f "$MESSY_ROOT/local.sh" ] && [ "${MESSY_NO_LOCAL_SH:-0}" != 1 ]; then
+    set -a
     # shellcheck disable=SC1091
     . "$MESSY_ROOT/local.sh"
+    set +a
 fi
 if [ -x "$MESSY_ROOT/.venv/bin/python" ]; then
     export PATH="$MESSY_ROOT/.venv/bin:$PATH"
@@ -49,4 +52,32 @@ run_as_service_user() {
     export MESSY_NO_LOCAL_SH=1 HOME=/nonexistent
     exec setpriv --reuid="$MESSY_USER" --regid="${service_group:-$MESSY_USER}" --init-groups --inh-caps=-all \
         -- "$messy_script" "$@"
+}
+
+# A system user of its own for a data service (Redis, the local S3), made on first use by root,
+# with a group of the same name. Messy's processes, when they run as the user messy, join it:
+# the service's socket is group-shared.
+service_user() {
+    if ! id -u "$1" >/dev/null 2>&1; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$1"
+    fi
+    if id -u messy >/dev/null 2>&1 && ! id -nG messy | tr ' ' '\n' | grep -qx "$1"; then
+        usermod -a -G "$1" messy
+    fi
+}
+
+# The command that runs the rest of a command line as that user: exec'd in place (no parent
+# process left behind to relay signals, as runuser would be), without root's capabilities.
+as_service_user() { printf '%s\n' setpriv "--reuid=$1" "--regid=$1" --init-groups --inh-caps=-all --; }
+
+# Hand a server's data folder to its service user (service_user), mode $3; stop with a message
+# naming the setting $4 when a folder above it is closed to that user.
+service_folder() {
+    service_user "$1"
+    chown -R "$1:$1" "$2"
+    chmod "$3" "$2"
+    if ! runuser -u "$1" -- test -w "$2"; then
+        echo "$0: $1 cannot reach $2 (a folder above it is closed to it): set $4" >&2
+        exit 2
+    fi
 }

@@ -8,6 +8,7 @@
 #   FLOWER_PORT   where Flower listens on 127.0.0.1 (default 5555)
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+export MESSY_REDIS_ROLE="${MESSY_REDIS_ROLE:-worker}"  # Redis as the workers' user
 run_as_service_user "$@"
 
 exec celery -A project flower \

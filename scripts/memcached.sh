@@ -14,15 +14,17 @@ set -euo pipefail
 
 socket="$(messy_path "${MEMCACHED_SOCKET:-$MESSY_RUN_DIR/memcached/memcached.sock}")"
 folder="$(dirname "$socket")"
-user=()
-if [ "$(id -u)" = 0 ]; then
-    # memcached will not run as root: it becomes nobody, and then makes its socket, in a folder
-    # of its own that this script makes for it.
-    user=(-u nobody)
-    if [ ! -d "$folder" ]; then
-        mkdir -p "$folder"
-        chown nobody "$folder"
-    fi
-fi
 mkdir -p "$folder"
-exec memcached "${user[@]}" -s "$socket" -a 0766 -m "${MEMCACHED_MEMORY_MB:-256}" -t "${MEMCACHED_THREADS:-1}" "$@"
+user=()
+mode=0700
+if [ "$(id -u)" = 0 ]; then
+    # memcached will not run as root: it becomes a system user of its own (not nobody, whom
+    # any other daemon may run as) and then makes its socket, 0770: its group (Messy's
+    # processes are in it) may connect, no one else (the folder is closed to others too).
+    service_user messy-memcached
+    chown messy-memcached:messy-memcached "$folder"
+    chmod 0750 "$folder"
+    user=(-u messy-memcached)
+    mode=0770
+fi
+exec memcached "${user[@]}" -s "$socket" -a "$mode" -m "${MEMCACHED_MEMORY_MB:-256}" -t "${MEMCACHED_THREADS:-1}" "$@"

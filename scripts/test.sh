@@ -5,6 +5,10 @@
 set -euo pipefail
 export MESSY_NO_LOCAL_SH=1  # the tests bring their own settings (project/settings_test.py)
 export DJANGO_SETTINGS_MODULE=project.settings_test
+# The tests' own Redis servers (scripts/redis.sh) keep their data in temporary folders that a
+# service user could not enter: they run as this user (tests/system/test_data_tier_access.py
+# runs make run's shape, as messy-redis).
+export REDIS_USER="${REDIS_USER:-root}"
 . "$(dirname "$0")/common.sh"
 . "$MESSY_ROOT/scripts/redis-pair.sh"
 

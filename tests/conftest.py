@@ -14,7 +14,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.harness import ROOT, S3Server, port_open
+from tests.harness import ROOT, S3Server, port_open, redis_admin
 from tests.harness import free_port as free_port  # tests import it from here
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -24,7 +24,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 def redis_flushed() -> Iterator[None]:
     """A clean staging namespace and broker for every test."""
     for url in (settings.REDIS_URL, settings.CELERY_BROKER_URL):
-        redis.Redis.from_url(url).flushdb()
+        redis_admin(url).flushdb()
     yield
 
 

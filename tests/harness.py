@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,34 @@ REDIS_STAGING_SERVER = os.environ.get("MESSY_TEST_REDIS_STAGING", "redis://127.0
 # make run's host.
 REDIS_STAGING_SOCKET = os.environ.get("MESSY_TEST_REDIS_STAGING_SOCKET", "")
 REDIS_BROKER_SERVER = os.environ.get("MESSY_TEST_REDIS_BROKER", "redis://127.0.0.1:6379").rstrip("/")
+# The users' passwords of those servers (scripts/redis-pair.sh makes them up for the run): each
+# process of a run connects as its role (runserver.sh: web, the others: worker), the tests'
+# own resets and inspections as the admin.
+REDIS_PASSWORDS = {
+    name: os.environ.get(name, "") for name in ("REDIS_WEB_PASSWORD", "REDIS_WORKER_PASSWORD", "REDIS_ADMIN_PASSWORD")
+}
+# Whom the Redis servers the tests start run as (scripts/test.sh: this user, their data being in
+# temporary folders a service user could not enter).
+REDIS_SERVER_USER = {"REDIS_USER": os.environ["REDIS_USER"]} if os.environ.get("REDIS_USER") else {}
+
+
+def redis_user_url(url: str, role: str = "worker") -> str:
+    """`url` with the credentials of the Redis user of a role (web, worker, admin) of the run."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    password = REDIS_PASSWORDS[f"REDIS_{role.upper()}_PASSWORD"]
+    if password:
+        netloc = f"messy-{role}:{urllib.parse.quote(password, safe='')}@{netloc}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_admin(url: str, **options: Any) -> redis.Redis:
+    """A client of the server `url` names (any credentials in it replaced) as messy-admin: it
+    may flush, kill clients and read every key, as no role of Messy's own may. RESP2 unless asked
+    otherwise, as project.redis speaks it."""
+    return redis.Redis.from_url(redis_user_url(url, "admin"), **{"protocol": 2, **options})
+
+
 # Nothing listens on port 1: a run that must not reach an S3 server fails at once there.
 S3_UNREACHABLE = "http://127.0.0.1:1"
 # The identity every local S3 server of the tests and benchmarks lets in (scripts/s3.sh), as
@@ -176,6 +205,8 @@ class RunConfig:
             REDIS_URL=self.staging_url,
             CELERY_BROKER_URL=self.broker_url,
             REDIS_KEY_PREFIX=self.key_prefix,
+            **REDIS_PASSWORDS,
+            **REDIS_SERVER_USER,
             MEMCACHED_SERVERS=self.memcached_servers,
             MEMCACHED_KEY_PREFIX=self.key_prefix,
             S3_ENDPOINT_URL=self.s3_endpoint,
@@ -266,7 +297,7 @@ def db_connect(config: RunConfig) -> psycopg2.extensions.connection:
 def redis_reset(config: RunConfig) -> None:
     """Empty the run's staging and broker databases."""
     for url in (config.staging_url, config.broker_url):
-        redis.Redis.from_url(url).flushdb()
+        redis_admin(url).flushdb()
 
 
 def project_tables() -> list[str]:

@@ -5,20 +5,22 @@ import re
 import secrets
 import subprocess
 import sys
+import time
+from urllib.parse import urlsplit
 
 import redis
 
-from tests.harness import ROOT, RunConfig, free_port, wait_for_port
+from tests.harness import ROOT, RunConfig, free_port, port_open, redis_user_url
 
 PRODUCTION_BLOCK = "# --- Production example"
 
 
 def production_example() -> dict[str, str]:
-    """The `# export NAME=value` lines of the template's production example, as documented."""
+    """The `# NAME=value` lines of the template's production example, as documented."""
     template = (ROOT / "local.sh.template").read_text()
     assert PRODUCTION_BLOCK in template, "local.sh.template has no production example"
     block = template.split(PRODUCTION_BLOCK, 1)[1].split("\n# ---", 1)[0]
-    return dict(re.findall(r"^# export ([A-Z0-9_]+)=(\S*)", block, re.MULTILINE))
+    return dict(re.findall(r"^# ([A-Z0-9_]+)=(\S*)", block, re.MULTILINE))
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,9 +90,14 @@ def test_by_default_processes_reach_the_staging_redis_through_the_socket_scripts
     """make run's processes stage through a Unix socket: the default REDIS_URL names the socket
     scripts/redis.sh staging opens in its default data folder (var/redis/staging)."""
     env = settings_env()
-    del env["REDIS_URL"]
-    shown = manage(env, "shell", "-c", "from django.conf import settings; print(settings.REDIS_URL)")
-    assert shown.stdout.strip().splitlines()[-1] == f"unix://{ROOT}/var/redis/staging/redis.sock?db=0", shown.stderr
+    del env["REDIS_URL"], env["CELERY_BROKER_URL"]
+    shown = manage(
+        env, "shell", "-c", "from django.conf import settings; print(settings.REDIS_URL, settings.CELERY_BROKER_URL)"
+    )
+    staging, broker = (urlsplit(url) for url in shown.stdout.strip().splitlines()[-1].split())
+    assert (staging.scheme, staging.path, staging.query) == ("unix", f"{ROOT}/var/redis/staging/redis.sock", "db=0")
+    assert (broker.scheme, broker.path) == ("redis+socket", f"{ROOT}/var/redis/broker/redis.sock"), shown.stdout
+    assert staging.username == broker.username == "messy-worker", "as the workers' Redis user"
 
     port = free_port()
     server = subprocess.Popen(
@@ -100,8 +107,11 @@ def test_by_default_processes_reach_the_staging_redis_through_the_socket_scripts
         stdout=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port)
-        assert redis.Redis.from_url(f"unix://{tmp_path}/redis.sock?db=0").ping()
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "redis.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert redis.Redis.from_url(redis_user_url(f"unix://{tmp_path}/redis.sock?db=0")).ping()
+        assert not port_open(port), "no TCP listener unless REDIS_BIND names addresses"
     finally:
         server.terminate()
         server.wait(10)

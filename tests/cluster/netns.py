@@ -36,7 +36,8 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from tests.harness import SYSTEM, VENV_BIN, ProcessGroup, RunConfig
+from tests.cluster.tls import redis_tls_files
+from tests.harness import SYSTEM, VENV_BIN, ProcessGroup, RunConfig, redis_admin
 from tests.system.stack import PrivatePostgres
 
 PREFIX = "mnet"
@@ -234,6 +235,8 @@ class Cluster(ProcessGroup):
         self.front_host = n("front", 4) if web_hosts else None
         self.web_hosts = [n(f"web{i + 1}", 2 + i) for i in range(web_hosts)]
         self.worker_hosts = [n(f"worker{i + 1}", 11 + i) for i in range(worker_hosts)]
+        # Other hosts reach both Redis servers over TLS only, as users with passwords.
+        self.redis_tls = redis_tls_files(network.run_dir / "redis-tls", [self.redis_host.address, "127.0.0.1"])
         self.config: RunConfig = replace(
             SYSTEM,
             database="messy_cluster",
@@ -245,7 +248,8 @@ class Cluster(ProcessGroup):
                 **SYSTEM.extra,
                 "POSTGRES_HOST": self.postgres_host.address,
                 "REDIS_URL": self.staging_url,
-                "CELERY_BROKER_URL": f"redis://{self.redis_host.address}:{BROKER_PORT}/0",
+                "CELERY_BROKER_URL": f"rediss://{self.redis_host.address}:{BROKER_PORT}/0",
+                "REDIS_TLS_CA_CERT_FILE": str(self.redis_tls.ca),
                 # Clients reach the web hosts through the front door's host only.
                 "DJANGO_ALLOWED_HOSTS": ",".join(h.address for h in [self.front_host] if h) or "127.0.0.1",
                 "MESSY_TRUSTED_PROXIES": ",".join(h.address for h in [self.front_host] if h) or "127.0.0.1",
@@ -258,7 +262,7 @@ class Cluster(ProcessGroup):
 
     @property
     def staging_url(self) -> str:
-        return f"redis://{self.redis_host.address}:{STAGING_PORT}/0"
+        return f"rediss://{self.redis_host.address}:{STAGING_PORT}/0"
 
     @property
     def front_url(self) -> str:
@@ -325,17 +329,18 @@ class Cluster(ProcessGroup):
 
     def start_redis(self) -> None:
         """The staging Redis and the broker: scripts/redis.sh with deploy/redis.conf (append-only
-        file, noeviction), listening on the host's bridge address. Protected mode is off because
-        clients come from other hosts; only this bridge reaches them."""
+        file, noeviction) and its users, listening on the host's bridge address with TLS only
+        (the test's own CA), as a production host for other hosts would."""
         for name, port in (("staging", STAGING_PORT), ("broker", BROKER_PORT)):
             self.on(
                 self.redis_host,
                 f"redis-{name}",
-                ["./scripts/redis.sh", name, "--protected-mode", "no"],
+                ["./scripts/redis.sh", name],
                 REDIS_URL=self.staging_url,
                 CELERY_BROKER_URL=self.env["CELERY_BROKER_URL"],
                 REDIS_BIND=f"{self.redis_host.address} 127.0.0.1",
                 REDIS_DATA_DIR=str(self.network.run_dir / f"redis-{name}"),
+                **self.redis_tls.server_env(),
             )
             self._wait_port(self.redis_host.address, port)
 
@@ -435,7 +440,7 @@ class Cluster(ProcessGroup):
         return self._postgres(self.config.database)
 
     def staging_redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.staging_url, socket_timeout=10)
+        return redis_admin(self.staging_url, socket_timeout=10, ssl_ca_certs=str(self.redis_tls.ca))
 
     # --- waiting ---
 

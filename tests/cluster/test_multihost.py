@@ -19,6 +19,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ import pytest
 from botocore.config import Config
 
 from tests.cluster.netns import Cluster, Host
-from tests.harness import S3_LOCAL_ACCESS_KEY_ID, S3_LOCAL_SECRET_ACCESS_KEY
+from tests.harness import S3_LOCAL_ACCESS_KEY_ID, S3_LOCAL_SECRET_ACCESS_KEY, VENV_BIN
 from tests.system.stack import KEY_PREFIX, Stack, assert_stored_exactly_once, message_body
 
 pytestmark = [pytest.mark.system, pytest.mark.cluster]
@@ -272,3 +273,42 @@ def test_losing_a_worker_host_and_a_web_host_under_load_loses_and_duplicates_not
 
     # Duck-typed: the check uses only the db() and staging_redis() that Cluster offers too.
     assert_stored_exactly_once(cast(Stack, cluster), writes.accepted)
+
+
+def test_another_host_reaches_either_redis_only_over_tls_with_a_password(cluster: Cluster) -> None:
+    """From a web host: both Redis servers refuse plain TCP, and over TLS a client without
+    credentials or with a wrong password; the web tier's user may not reconfigure them."""
+    ca = str(cluster.redis_tls.ca)
+    host = cluster.redis_host.address
+    probe = """
+import sys, redis
+host, ca, web_password = sys.argv[1:]
+for port in (6380, 6381):
+    outcomes = []
+    for url in (f"redis://{host}:{port}/0", f"rediss://{host}:{port}/0", f"rediss://messy-web:wrong@{host}:{port}/0"):
+        try:
+            tls = {"ssl_ca_certs": ca} if url.startswith("rediss:") else {}
+            redis.Redis.from_url(url, **tls, socket_timeout=2, socket_connect_timeout=2).ping()
+            outcomes.append("answered")
+        except redis.AuthenticationError:
+            outcomes.append("auth")
+        except redis.ConnectionError:
+            outcomes.append("refused")
+    web = redis.Redis.from_url(f"rediss://messy-web:{web_password}@{host}:{port}/0", ssl_ca_certs=ca)
+    try:
+        web.config_set("appendonly", "no")
+        outcomes.append("reconfigured")
+    except redis.exceptions.NoPermissionError:
+        outcomes.append("denied")
+    print(port, *outcomes)
+"""
+    web_password = cluster.env["REDIS_WEB_PASSWORD"]
+    result = subprocess.run(
+        cluster.web_hosts[0].command([str(VENV_BIN / "python"), "-c", probe, host, ca, web_password]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split("\n")[:2] == ["6380 refused auth auth denied", "6381 refused auth auth denied"], (
+        result.stdout + result.stderr
+    )

@@ -31,6 +31,7 @@ from redis.crc import key_slot
 
 from messages.staging import shard_tag
 from tests import harness
+from tests.cluster.tls import redis_tls_files
 from tests.harness import Process, free_port_block, wait_for_port
 from tests.system.stack import Stack, assert_rollups_match, wait_until_stored
 
@@ -50,6 +51,19 @@ class LocalCluster:
         first = free_port_block(12)
         self.ports = list(range(first, first + 6))  # clients; cluster bus on the next six
         self.processes: dict[int, Process] = {}
+        # As across hosts: TLS only (clients and the cluster bus), the project's users
+        # (scripts/redis-users.sh), replicas authenticating to their masters.
+        self.tls = redis_tls_files(self.root / "tls", ["127.0.0.1"])
+        self.users = self.root / "users.conf"
+        self.users.write_text(
+            subprocess.run(
+                [str(harness.ROOT / "scripts" / "redis-users.sh"), "staging"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        self.admin = ["messy-admin", harness.REDIS_PASSWORDS["REDIS_ADMIN_PASSWORD"]]
 
     def _start(self, port: int) -> None:
         directory = self.root / str(port)
@@ -58,8 +72,18 @@ class LocalCluster:
         config.write_text(
             "\n".join(
                 [
-                    f"port {port}",
+                    "port 0",
+                    f"tls-port {port}",
                     f"cluster-port {port + 6}",
+                    f"tls-cert-file {self.tls.cert}",
+                    f"tls-key-file {self.tls.key}",
+                    f"tls-ca-cert-file {self.tls.ca}",
+                    "tls-auth-clients optional",
+                    "tls-replication yes",
+                    "tls-cluster yes",
+                    f"include {self.users}",
+                    f"masteruser {self.admin[0]}",
+                    f"masterauth {self.admin[1]}",
                     "bind 127.0.0.1",
                     "protected-mode yes",
                     f"dir {directory}",
@@ -88,16 +112,34 @@ class LocalCluster:
             self._start(port)
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            [*self.cli(), "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=60,
         )
         self.wait_ready()
 
+    def cli(self) -> list[str]:
+        """redis-cli as the admin, over TLS."""
+        user, password = self.admin
+        return [
+            "redis-cli",
+            "--tls",
+            "--cacert",
+            str(self.tls.ca),
+            "--user",
+            user,
+            "--pass",
+            password,
+            "--no-auth-warning",
+        ]
+
     def client(self, port: int) -> redis.Redis:
-        # RESP2, as project.redis speaks it: _slot_map reads CLUSTER SHARDS as flat lists.
-        return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2, protocol=2)
+        """A client of one node, as the admin, in RESP2 as project.redis speaks it: _slot_map reads
+        CLUSTER SHARDS as flat lists."""
+        return harness.redis_admin(
+            f"rediss://127.0.0.1:{port}/0", socket_timeout=2, socket_connect_timeout=2, ssl_ca_certs=str(self.tls.ca)
+        )
 
     def alive(self) -> list[int]:
         return [port for port, process in self.processes.items() if process.popen.poll() is None]
@@ -124,8 +166,9 @@ class LocalCluster:
             fields = dict(zip(shard[::2], shard[1::2], strict=True))
             slots = fields[b"slots"]
             nodes = [dict(zip(n[::2], n[1::2], strict=True)) for n in fields[b"nodes"]]
-            master = [int(n[b"port"]) for n in nodes if n[b"role"] == b"master" and n[b"health"] == b"online"]
-            replicas = [int(n[b"port"]) for n in nodes if n[b"role"] == b"replica" and n[b"health"] == b"online"]
+            # Nodes on TLS name their port tls-port.
+            master = [int(n[b"tls-port"]) for n in nodes if n[b"role"] == b"master" and n[b"health"] == b"online"]
+            replicas = [int(n[b"tls-port"]) for n in nodes if n[b"role"] == b"replica" and n[b"health"] == b"online"]
             for low, high in zip(slots[::2], slots[1::2], strict=True):
                 ranges.append((int(low), int(high), master[0] if master else 0, replicas))
         return ranges
@@ -188,7 +231,8 @@ def cluster_stack(request, redis_cluster, s3_server, artifacts_dir) -> Iterator[
     stack = Stack(logs=logs, s3_endpoint=s3_server)
     stack.env = {
         **stack.env,
-        "REDIS_URL": f"redis://127.0.0.1:{redis_cluster.ports[0]}/0",
+        "REDIS_URL": f"rediss://127.0.0.1:{redis_cluster.ports[0]}/0",
+        "REDIS_TLS_CA_CERT_FILE": str(redis_cluster.tls.ca),
         "MESSY_REDIS_CLUSTER": "1",
         "MESSY_STAGING_SHARDS": str(SHARDS),
         "MESSY_STAGING_WAIT_REPLICAS": "1",
@@ -351,7 +395,9 @@ def test_a_master_killed_under_load_loses_no_acknowledged_write_and_stores_none_
     assert load.statuses.get(202, 0) > 3000, load.statuses
     # Every shard took writes, and nothing is left staged in any; /status sums the shards.
     streams = [f"{harness.SYSTEM.key_prefix}:{{{shard_tag(i, SHARDS)}}}:stream" for i in range(SHARDS)]
-    cluster = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    cluster = redis.RedisCluster.from_url(
+        harness.redis_user_url(f"rediss://127.0.0.1:{redis_cluster.ports[0]}/0"), ssl_ca_certs=str(redis_cluster.tls.ca)
+    )
     try:
         assert all(cluster.xinfo_stream(stream)["entries-added"] > 100 for stream in streams)
         deadline = time.monotonic() + 30
@@ -372,3 +418,23 @@ def test_a_master_killed_under_load_loses_no_acknowledged_write_and_stores_none_
         f"back as a replica after {failover['replica_back_after']:.1f} s, "
         f"test took {time.monotonic() - started:.1f} s"
     )
+
+
+def test_the_cluster_refuses_clients_without_credentials_without_tls_or_beyond_their_role(redis_cluster):
+    """Across hosts the staging cluster is TLS only, with no default user: a client without
+    credentials, with a wrong password, or speaking plain TCP gets nothing; the web tier's user
+    cannot reconfigure it or read keys outside the namespace."""
+    url, ca = f"rediss://127.0.0.1:{redis_cluster.ports[0]}/0", str(redis_cluster.tls.ca)
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(url, ssl_ca_certs=ca, socket_timeout=2).get("messy:any")
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(f"rediss://messy-web:wrong@127.0.0.1:{redis_cluster.ports[0]}/0", ssl_ca_certs=ca).ping()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=redis_cluster.ports[0], socket_timeout=2, socket_connect_timeout=2).ping()
+
+    web = redis.Redis.from_url(harness.redis_user_url(url, "web"), ssl_ca_certs=ca, socket_timeout=2)
+    assert web.ping()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        web.config_set("maxmemory-policy", "allkeys-lru")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        web.get("not-messy:key")

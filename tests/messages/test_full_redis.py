@@ -22,6 +22,7 @@ from django.test import Client
 from messages import services, staging
 from messages.models import Message
 from project.redis import redis_client_reset
+from tests.harness import redis_admin, redis_user_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,7 +83,13 @@ class SmallRedis:
 def small_redis(tmp_path: Path, settings) -> Iterator[SmallRedis]:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    env = {**os.environ, "MESSY_NO_LOCAL_SH": "1", "REDIS_URL": url, "REDIS_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "MESSY_NO_LOCAL_SH": "1",
+        "REDIS_URL": url,
+        "REDIS_DATA_DIR": str(tmp_path),
+        "REDIS_BIND": "127.0.0.1",
+    }
     log = (tmp_path / "redis.log").open("w")
     server = subprocess.Popen(
         [str(ROOT / "scripts" / "redis.sh"), "staging", "--maxmemory", str(MAXMEMORY), "--save", ""],
@@ -91,9 +98,9 @@ def small_redis(tmp_path: Path, settings) -> Iterator[SmallRedis]:
         stderr=subprocess.STDOUT,
     )
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_admin(url)
         wait_until_up(client, server)
-        settings.REDIS_URL = url
+        settings.REDIS_URL = redis_user_url(url)
         redis_client_reset()
         yield SmallRedis(client)
     finally:

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import redis
 from django.conf import settings
 from django.db import connection
 from django.test import Client
@@ -11,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from messages import staging
 from project.redis import redis_client, redis_client_reset
+from tests.harness import redis_admin
 
 GOOD = {"username": "ada", "city": "London", "state": "LDN", "message": "hello"}
 
@@ -167,7 +167,7 @@ def test_a_redis_that_lost_its_script_cache_is_given_the_script_again(client):
 def test_after_its_redis_connection_is_closed_a_write_gets_503_and_the_next_reconnects(client):
     assert post_json(client, "/message/write/", GOOD).status_code == 202
     web_connection_id = redis_client().client_id()
-    redis.Redis.from_url(settings.REDIS_URL).client_kill_filter(_id=web_connection_id)  # as a restart would
+    redis_admin(settings.REDIS_URL).client_kill_filter(_id=web_connection_id)  # as a restart would
     refused = post_json(client, "/message/write/", GOOD)
     assert refused.status_code == 503 and refused["Retry-After"]
     assert post_json(client, "/message/write/", GOOD).status_code == 202

@@ -19,7 +19,17 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from tests.harness import ROOT, SYSTEM, VENV_BIN, ProcessGroup, RunConfig, db_connect, free_port, wait_for_port
+from tests.harness import (
+    ROOT,
+    SYSTEM,
+    VENV_BIN,
+    ProcessGroup,
+    RunConfig,
+    db_connect,
+    free_port,
+    redis_admin,
+    wait_for_port,
+)
 
 KEY_PREFIX = SYSTEM.key_prefix
 
@@ -107,7 +117,7 @@ class Stack(ProcessGroup):
     def staging_redis(self) -> redis.Redis:
         """The staging Redis the processes started from now on use (a test may point `env`
         at a Redis server of its own)."""
-        return redis.Redis.from_url(self.env["REDIS_URL"])
+        return redis_admin(self.env["REDIS_URL"])
 
 
 class PrivatePostgres:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.harness import free_port, wait_for_port
+from tests.harness import free_port, redis_admin, wait_for_port
 from tests.system.stack import KEY_PREFIX, Stack, assert_stored_exactly_once, load_run, message_body
 
 pytestmark = pytest.mark.system
@@ -21,10 +21,17 @@ def staging_redis_start(stack: Stack, data_dir: Path, port: int, **settings: str
     `data_dir`; Messy processes started from now on stage there, through its Unix socket, as
     make run's do. Returns a client on its TCP port."""
     url = f"redis://127.0.0.1:{port}/0"
-    stack.start("redis", ["./scripts/redis.sh", "staging"], REDIS_URL=url, REDIS_DATA_DIR=str(data_dir), **settings)
+    stack.start(
+        "redis",
+        ["./scripts/redis.sh", "staging"],
+        REDIS_URL=url,
+        REDIS_DATA_DIR=str(data_dir),
+        REDIS_BIND="127.0.0.1",
+        **settings,
+    )
     wait_for_port(port)
     stack.env = {**stack.env, "REDIS_URL": f"unix://{data_dir}/redis.sock?db=0"}
-    return redis.Redis.from_url(url)
+    return redis_admin(url)
 
 
 def test_kill_9_of_redis_with_a_backlog_staged_loses_nothing_acknowledged(stack, tmp_path):
