@@ -15,6 +15,8 @@ SCRIPTS = [
 ]
 # Set by bash or the system, not configuration.
 NOT_CONFIGURATION = {"BASH_SOURCE", "PATH", "PYTHONUNBUFFERED", "MESSY_ROOT"}
+# Read by a benchmark's own script only (scripts/bench.sh: which bench module to run).
+NOT_CONFIGURATION |= {"BENCH_MODULE"}
 
 
 def test_every_variable_a_script_reads_is_in_the_template() -> None:

@@ -83,6 +83,7 @@ def test_the_template_as_shipped_sets_only_the_generated_secrets_and_the_local_s
     active = systemd_environment_file(TEMPLATE.read_text())
     assert {name for name, value in active.items() if value == "__GENERATED__"} == {
         "DJANGO_SECRET_KEY",
+        "MESSY_FRONT_SECRET",
         "REDIS_WEB_PASSWORD",
         "REDIS_WORKER_PASSWORD",
         "REDIS_ADMIN_PASSWORD",
@@ -107,8 +108,10 @@ def test_make_writes_local_sh_0600_with_a_secret_of_its_own_for_each(tmp_path) -
 
     assert mode == 0o600
     assert "__GENERATED__" not in text
-    secrets = [value for name, value in systemd_environment_file(text).items() if name.endswith(("KEY", "PASSWORD"))]
-    assert len(secrets) == 5 and len(set(secrets)) == 5 and all(len(secret) >= 40 for secret in secrets)
+    secrets = [
+        value for name, value in systemd_environment_file(text).items() if name.endswith(("KEY", "PASSWORD", "SECRET"))
+    ]
+    assert len(secrets) == 6 and len(set(secrets)) == 6 and all(len(secret) >= 40 for secret in secrets)
 
 
 def test_an_older_local_sh_gets_the_redis_passwords_it_lacks_and_mode_0600(tmp_path) -> None:
@@ -117,7 +120,13 @@ def test_an_older_local_sh_gets_the_redis_passwords_it_lacks_and_mode_0600(tmp_p
     assert mode == 0o600
     assert text.startswith('export DJANGO_SECRET_KEY="kept"\n')
     added = systemd_environment_file(text.split("\n", 1)[1])
-    assert set(added) == {"REDIS_WEB_PASSWORD", "REDIS_WORKER_PASSWORD", "REDIS_ADMIN_PASSWORD", "S3_SECRET_ACCESS_KEY"}
+    assert set(added) == {
+        "MESSY_FRONT_SECRET",
+        "REDIS_WEB_PASSWORD",
+        "REDIS_WORKER_PASSWORD",
+        "REDIS_ADMIN_PASSWORD",
+        "S3_SECRET_ACCESS_KEY",
+    }
 
 
 def test_it_refuses_to_start_with_the_placeholder_or_an_empty_secret_key() -> None:
