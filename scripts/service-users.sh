@@ -17,6 +17,15 @@ for account in "$user" messy-front; do
     fi
 done
 usermod -a -G messy-web messy-front
+# The data services' own accounts (scripts/redis.sh, memcached.sh, s3.sh make them too), made
+# here first so that `messy` is in their groups before any of make run's processes starts:
+# setpriv --init-groups reads the groups once, at the start.
+for account in messy-redis messy-memcached messy-s3; do
+    if ! id "$account" >/dev/null 2>&1; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$account"
+    fi
+done
+usermod -a -G messy-redis,messy-memcached "$user"
 
 as_user() { runuser -u "$user" -- "$@" 2>/dev/null; }
 

@@ -12,7 +12,12 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from messages.selectors import user_messages_count
-from messages.services import messages_erase_staged, messages_erase_stored, messages_erase_wait
+from messages.services import (
+    messages_erase_from_disk,
+    messages_erase_staged,
+    messages_erase_stored,
+    messages_erase_wait,
+)
 from project.redis import key, redis_client
 from stats.services.publish import stats_republish
 from tasks.fence import erasure_fence_raise, fence_hand_over
@@ -64,6 +69,7 @@ def erasure_run(run: JobRun) -> Outcome:
         state = _stored_erase(run, username, state)
         if not in_flight:
             break
+    messages_erase_from_disk(run.heartbeat)
     stats_republish()
     return Outcome({"messages_erased": state["stored"], "staged_erased": state["staged"]})
 

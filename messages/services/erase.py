@@ -13,6 +13,7 @@ from django.db import connection, transaction
 
 from messages import copies, staging
 from project.celery import task_publish
+from project.redis import redis_aof_rewrite
 from stats.services.rollups import (
     ROLLUPS_REMOVED_TABLE,
     rollups_removed_table_create,
@@ -43,6 +44,23 @@ def messages_erase_staged(username: str, heartbeat: Callable[[], None]) -> list[
     dead = staging.stream_user_delete(staging.dead_letter_key(), username, heartbeat)
     copies.copies_delete(message_id for _, message_id in dead if message_id)
     return in_flight
+
+
+def messages_erase_from_disk(heartbeat: Callable[[], None]) -> bool:
+    """Have the staging Redis rewrite its append-only file, so the entries an erasure deleted
+    leave the disk too (until then the file still holds the commands that wrote them:
+    docs/data-tier.md). A rewrite already running began before the deletion: wait for it to end,
+    then start one. False when none could start within MESSY_ERASE_PENDING_WAIT_SECONDS."""
+    deadline = time.monotonic() + settings.MESSY_ERASE_PENDING_WAIT_SECONDS
+    while not redis_aof_rewrite():
+        if time.monotonic() > deadline:
+            logger.warning(
+                "the staging Redis was rewriting its log throughout; erased entries stay on disk until its next rewrite"
+            )
+            return False
+        heartbeat()
+        time.sleep(0.5)
+    return True
 
 
 def messages_erase_wait(entry_ids: Sequence[tuple[int, bytes]], heartbeat: Callable[[], None]) -> bool:

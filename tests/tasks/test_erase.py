@@ -77,6 +77,19 @@ def test_an_erasure_removes_stored_staged_dead_lettered_and_cached_messages_and_
     assert selectors.erasure_count() == 1
 
 
+def test_an_erasure_ends_with_a_rewrite_of_the_staging_log_so_erased_entries_leave_the_disk(api, settings):
+    stage(USER, 2)
+    admin = redis_admin(settings.REDIS_URL)
+    rewrites = int(admin.info("persistence")["aof_rewrites"])
+
+    assert services.job_run(erase(api)) == "succeeded"
+
+    assert (
+        int(admin.info("persistence")["aof_rewrites"]) > rewrites
+        or admin.info("persistence")["aof_rewrite_in_progress"]
+    )
+
+
 def test_a_message_a_drain_is_storing_while_the_job_runs_is_erased_too(api, settings):
     settings.MESSY_ERASE_PENDING_WAIT_SECONDS = 20
     stage(USER, 2)
