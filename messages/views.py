@@ -110,13 +110,21 @@ def _accept(
             headers=_retry_after(),
         ) from None
     except services.IdempotencyBudgetSpent as exc:
+        headers = {"Retry-After": str(exc.retry_after)}
+        if exc.full:
+            raise ApiError(
+                503,
+                "idempotency_full",
+                "No more Idempotency-Keys (or own message ids) can be remembered now; retry later, "
+                "or send without them.",
+                headers=headers,
+            ) from None
         raise ApiError(
-            503 if exc.full else 429,
-            "idempotency_full" if exc.full else "idempotency_quota_exceeded",
-            "No more Idempotency-Keys (or own message ids) can be remembered "
-            + ("now" if exc.full else "for this client")
-            + "; retry later, or send without them.",
-            headers={"Retry-After": str(exc.retry_after)},
+            429,
+            "idempotency_quota_exceeded",
+            "No more Idempotency-Keys (or own message ids) can be remembered for this client; "
+            "retry later, or send without them.",
+            headers=headers,
         ) from None
     except services.BacklogFull:
         raise ApiError(
