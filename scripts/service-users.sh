@@ -56,3 +56,12 @@ if [ -n "$venv" ] && [ -d "$venv" ] && ! as_user test -x "$venv/bin/python"; the
     setfacl -R -m "u:$user:rX" "$venv"
 fi
 as_user test -r "$root/manage.py" || { echo "service-users: $user cannot read $root" >&2; exit 1; }
+
+# The data services keep their folders under var/ in the checkout (scripts/redis.sh, s3.sh):
+# their accounts pass through the folders above it too (execute only: they list nothing).
+messy_user="$user"
+mkdir -p "$root/var"
+for user in messy-redis messy-s3; do
+    grant_path "$root/var"
+done
+user="$messy_user"
