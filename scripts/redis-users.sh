@@ -24,10 +24,10 @@ case "$name" in
     staging)
         keys='resetkeys ~messy* resetchannels'
         # The stage script (EVALSHA, SCRIPT LOAD after a restart; inside: XADD, XGROUP CREATE, XLEN, MEMORY
-        # USAGE, GET, SET, DEL), quotas and failed-login counts (GET, TTL, INCR, EXPIRE),
+        # USAGE, GET, SET, DEL), quotas, idempotency budgets and failed-login counts (GET, TTL, INCR, INCRBY, EXPIRE),
         # status reads (XRANGE, XINFO, HGETALL), /readyz (SET with expiry), /status (INFO).
         web="-@all $connection +info +evalsha +eval +script|load +script|exists +get +set +del +exists +incr
-            +expire +ttl +xadd +xgroup|create +xlen +xrange +xrevrange +xinfo|stream +xinfo|groups +memory|usage +hget
+            +incrby +expire +ttl +xadd +xgroup|create +xlen +xrange +xrevrange +xinfo|stream +xinfo|groups +memory|usage +hget
             +hgetall +hincrby +mget +zrangebyscore +zrevrange +zrange +zscore
             +cluster|slots +cluster|shards +cluster|nodes +readonly +wait"
         worker="+@all -@dangerous +info +bgrewriteaof +cluster|slots +cluster|nodes"
