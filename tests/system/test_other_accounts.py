@@ -182,7 +182,7 @@ def test_gunicorn_takes_the_front_doors_request_line_and_no_longer(make_run_shap
         return answer.split("\r\n", 1)[0]
 
     assert " 200 " in request_line(60_000)
-    assert " 400 " in request_line(70_000), "longer than nginx's large_client_header_buffers (64 KB)"
+    assert " 414 " in request_line(70_000), "longer than nginx's large_client_header_buffers (64 KB)"
 
 
 def test_a_write_goes_through_the_front_door_to_the_socket(make_run_shape):

@@ -25,7 +25,7 @@ from tests.system.stack import Stack, assert_rollups_match, assert_stored_exactl
 
 _SESSION_STATE = (
     # A SET outlives the transaction unless it is SET LOCAL (or SET TRANSACTION / CONSTRAINTS).
-    (re.compile(r"^SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)"), "a session-level SET (use SET LOCAL)"),
+    (re.compile(r"^SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b|STORAGE\b)"), "a session-level SET (use SET LOCAL)"),
     (re.compile(r"^RESET\b|^DISCARD\b"), "a session-level RESET or DISCARD"),
     (re.compile(r"set_config\s*\([^)]*,\s*false\s*\)", re.I), "set_config(..., false) is session-level"),
     # pg_advisory_lock, _lock_shared, pg_try_advisory_lock, pg_advisory_unlock: held by the
