@@ -253,8 +253,11 @@ class Cluster(ProcessGroup):
                 # Clients reach the web hosts through the front door's host only.
                 "DJANGO_ALLOWED_HOSTS": ",".join(h.address for h in [self.front_host] if h) or "127.0.0.1",
                 "MESSY_TRUSTED_PROXIES": ",".join(h.address for h in [self.front_host] if h) or "127.0.0.1",
-                # One client address sends the whole load: no per-client quota.
+                # One client address sends the whole load: no per-client quota, backlog share or
+                # idempotency budget of its own (the deployment-wide bounds still hold).
                 "MESSY_QUOTA_RATE": "0",
+                "MESSY_BACKLOG_CLIENT_SHARE": "1",
+                "MESSY_IDEMPOTENCY_CLIENT_BYTES": str(128 * 2**20),
             },
         )
         super().__init__(self.config.env(), logs)

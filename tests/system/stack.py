@@ -295,8 +295,12 @@ _RECOUNTS = {
 def assert_rollups_match(cursor) -> None:
     # Drains may leave a full batch's counts pending for the next fold (docs/scaling.md): fold
     # them first, under the fold's lock, as the publish and stats_reconcile do.
+    # One transaction (the connection may be in autocommit): the fold's temporary table lives
+    # until its commit.
+    cursor.execute("BEGIN")
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
     rollups_fold_locked(cursor)
+    cursor.execute("COMMIT")
     for name, (recount_sql, rollup_sql) in _RECOUNTS.items():
         cursor.execute(recount_sql)
         recount = dict(cursor.fetchall())
