@@ -491,6 +491,13 @@ CASES = [
     case("/readyz", "get", 503, redis_down(lambda ctx: Client().get("/readyz"))),
     case("/status", "get", 200, lambda ctx: Client().get("/status")),
     case("/metrics", "get", 200, lambda ctx: Client().get("/metrics")),
+    # Through a front door (a forwarded address): not an operator's direct request.
+    case("/status", "get", 401, lambda ctx: Client().get("/status", HTTP_X_FORWARDED_FOR="203.0.113.7")),
+    case("/metrics", "get", 401, lambda ctx: Client().get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.7")),
+    case(
+        "/status", "get", 403, lambda ctx: Client().get("/status", HTTP_AUTHORIZATION="Bearer not-the-operator-token")
+    ),
+    case("/metrics", "get", 403, lambda ctx: Client().get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")),
     case("/api/schema/", "get", 200, lambda ctx: Client().get("/api/schema/")),
     case("/api/schema/", "get", 200, lambda ctx: Client().get("/api/schema/?format=yaml"), "yaml"),
     case("/api/schema/", "get", 400, lambda ctx: Client().get("/api/schema/?format=xml")),
